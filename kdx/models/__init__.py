@@ -1,0 +1,1 @@
+"""Model builders: Hugging Face checkpoints, config-built tiny BERTs, student initialisation."""

@@ -1,0 +1,144 @@
+"""Where the teacher comes from.
+
+1. `model.teacher.finetuned=true`: the spec's weights are already fine-tuned on this task.
+2. `model.teacher.checkpoint=PATH`: a fine-tuned state dict (e.g. a teacher store's teacher.pt).
+3. Otherwise the **teacher store**: the teacher is fine-tuned once and kept under
+   `<paths.cache_dir>/teachers/<task>-<key>/`, content-addressed by teacher spec + tokenizer +
+   task + seed + teacher training config, behind a file lock so parallel trials share one copy.
+   The store keeps the checkpoint trajectory (each epoch, optionally every N steps) in order,
+   which Pro-KD replays.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn as nn
+from filelock import FileLock
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from kdx.errors import KdxError
+from kdx.methods.finetune import FineTune
+from kdx.models.student import build
+from kdx.results import write_json_atomic
+from kdx.tasks.base import TaskSpec
+from kdx.trial import digest
+
+TEACHER_FILE = "teacher.pt"
+INFO_FILE = "info.json"
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    source: str                                   # "finetuned", "checkpoint", or the store folder
+    metrics: dict | None = None                   # validation metrics when known
+    trajectory: list[Path] = field(default_factory=list)   # store checkpoints, in training order
+
+
+def store_key(cfg: DictConfig) -> str:
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    task.pop("data_dir", None)
+    teacher = OmegaConf.to_container(cfg.model.teacher, resolve=True)
+    teacher.pop("checkpoint", None)
+    return digest({
+        "teacher": teacher, "tokenizer": OmegaConf.to_container(cfg.model.tokenizer, resolve=True),
+        "task": task, "seed": cfg.seed, "training": OmegaConf.to_container(cfg.teacher_training, resolve=True),
+        "max_length": cfg.data.max_length,
+    })
+
+
+def store_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.cache_dir) / "teachers" / f"{cfg.task.name.replace('/', '_')}-{store_key(cfg)}"
+
+
+def load_state(model: nn.Module, path: str | Path) -> nn.Module:
+    path = Path(path)
+    if not path.exists():
+        raise KdxError(f"teacher checkpoint {path} does not exist",
+                       "set model.teacher.checkpoint to a fine-tuned teacher state dict (e.g. a store's teacher.pt)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise KdxError(f"teacher checkpoint {path} does not fit the teacher architecture: "
+                       f"{str(err).splitlines()[0][:300]}",
+                       "use a checkpoint saved for this model.teacher config and task (same label count)") from None
+    return model
+
+
+def obtain_teacher(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_datamodule) -> Teacher:
+    """The fine-tuned, frozen-ready teacher for this trial. `make_datamodule(batch_size)`
+    builds the task's data for teacher fine-tuning."""
+    tspec = cfg.model.teacher
+    if tspec.get("finetuned", False):
+        return Teacher(build(tspec, spec.num_labels, vocab_size), source="finetuned")
+    if tspec.get("checkpoint"):
+        model = load_state(build(tspec, spec.num_labels, vocab_size), tspec.checkpoint)
+        return Teacher(model, source=str(tspec.checkpoint))
+    folder = store_dir(cfg)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / INFO_FILE).exists():
+            fine_tune_into_store(cfg, spec, vocab_size, make_datamodule, folder)
+    info = json.loads((folder / INFO_FILE).read_text())
+    model = load_state(build(tspec, spec.num_labels, vocab_size), folder / TEACHER_FILE)
+    return Teacher(model, source=str(folder), metrics=info["metrics"],
+                   trajectory=[folder / p for p in info["trajectory"]])
+
+
+class TrajectoryCheckpoints(Callback):
+    """Saves the model's weights at each epoch end and, optionally, every N optimizer steps."""
+
+    def __init__(self, folder: Path, every_n_steps: int | None):
+        self.folder = folder
+        self.every_n_steps = every_n_steps
+        self.saved: list[str] = []
+
+    def _save(self, module, name: str):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        torch.save(module.student.state_dict(), path)
+        self.saved.append(f"{self.folder.name}/{name}")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0:
+            self._save(module, f"step-{step:07d}.pt")
+
+    def on_train_epoch_end(self, trainer, module):
+        self._save(module, f"epoch-{trainer.current_epoch + 1:03d}-step-{trainer.global_step:07d}.pt")
+
+
+def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_datamodule, folder: Path):
+    from kdx.distill import DistillationModule
+    from kdx.training import best_checkpoint_callback, evaluate, make_trainer
+
+    print(f"[kdx] fine-tuning the teacher once into the teacher store: {folder}")
+    training = cfg.teacher_training
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build(cfg.model.teacher, spec.num_labels, vocab_size)
+    optim = OmegaConf.merge(cfg.optim, {"lr": training.lr})
+    module = DistillationModule(model, FineTune(), spec, optim)
+    datamodule = make_datamodule(training.batch_size)
+    work = folder / "work"
+    best = best_checkpoint_callback(spec, work, save_last=False)
+    trajectory = TrajectoryCheckpoints(folder / "trajectory", training.get("trajectory_every_n_steps"))
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg.update(max_epochs=training.max_epochs, max_steps=training.max_steps)
+    trainer = make_trainer(trainer_cfg, callbacks=[best, trajectory], logger=False)
+    trainer.fit(module, datamodule=datamodule)
+    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    torch.save(model.state_dict(), folder / TEACHER_FILE)
+    metrics = evaluate(model, spec, datamodule, cfg.trainer)
+    for ckpt in work.glob("*.ckpt"):
+        ckpt.unlink()
+    write_json_atomic(folder / INFO_FILE, {
+        "key": store_key(cfg), "task": cfg.task.name, "seed": cfg.seed, "metrics": metrics,
+        "trajectory": trajectory.saved,
+        "teacher": OmegaConf.to_container(cfg.model.teacher, resolve=True),
+    })

@@ -1,0 +1,54 @@
+"""Building Lightning Trainers and evaluating a model, shared by the trial and the teacher store."""
+
+from pathlib import Path
+
+import lightning as L
+import torch.nn as nn
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from kdx.methods.finetune import FineTune
+from kdx.tasks.base import TaskSpec
+
+LOWER_IS_BETTER = {"mse", "loss"}
+
+
+def monitor_mode(spec: TaskSpec) -> str:
+    return "min" if spec.main_metric in LOWER_IS_BETTER else "max"
+
+
+def best_checkpoint_callback(spec: TaskSpec, dirpath: Path, save_last: bool = True,
+                             every_n_epochs: int = 1) -> ModelCheckpoint:
+    """Keeps `last.ckpt` (for resume) and the best checkpoint on the task's headline metric."""
+    return ModelCheckpoint(
+        dirpath=str(dirpath), filename="best-epoch{epoch:02d}-step{step}", auto_insert_metric_name=False,
+        monitor=spec.main_metric_name, mode=monitor_mode(spec), save_top_k=1, save_last=save_last,
+        every_n_epochs=every_n_epochs,
+    )
+
+
+def make_trainer(trainer_cfg: DictConfig | dict, callbacks=(), logger=False, **overrides) -> L.Trainer:
+    """A Trainer from the `trainer.*` config (passed verbatim) plus overrides."""
+    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    kwargs.update(overrides)
+    callbacks = list(callbacks)
+    if kwargs.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar(leave=True))
+    return L.Trainer(callbacks=callbacks, logger=logger, enable_model_summary=False, **kwargs)
+
+
+def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConfig | None = None) -> dict:
+    """Task metrics of `model` on every evaluation split, on one device (exact: no sampler padding)."""
+    from kdx.distill import DistillationModule
+
+    module = DistillationModule(model, FineTune(), spec, optim_cfg=None)
+    accelerator = (trainer_cfg or {}).get("accelerator", "cpu") if trainer_cfg is not None else "cpu"
+    if accelerator == "auto":
+        accelerator = "auto"
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    merged = {}
+    for r in results:
+        merged.update({k: float(v) for k, v in r.items()})
+    return dict(sorted(merged.items()))

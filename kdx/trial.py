@@ -1,0 +1,50 @@
+"""Trial identity: a short hash of the result-relevant part of the resolved config.
+
+Two commands that resolve to the same experiment get the same key, hence the same output folder,
+so a relaunched sweep skips what already completed. Keys that only say *where* or *how* a trial
+runs (paths, logging, hardware, progress bars, the local data folder) are left out of the hash.
+"""
+
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+# Top-level keys that never change a trial's result.
+INFRA_KEYS = ("hydra", "paths", "logger", "hardware", "skip_completed")
+# Trainer arguments that only change how a run looks, not what it computes.
+INFRA_TRAINER_KEYS = (
+    "enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir",
+    "accelerator", "devices", "num_nodes", "strategy", "deterministic", "precision",
+)
+KEY_LENGTH = 12
+
+
+def result_config(cfg: DictConfig) -> dict:
+    """The resolved config without infrastructure keys, as plain data."""
+    keep = [k for k in cfg.keys() if k not in INFRA_KEYS]
+    data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)
+    for key in INFRA_TRAINER_KEYS:
+        data.get("trainer", {}).pop(key, None)
+    data.get("task", {}).pop("data_dir", None)
+    return data
+
+
+def digest(data, length: int = KEY_LENGTH) -> str:
+    """Stable short hash of JSON-serialisable data (key order does not matter)."""
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def trial_key(cfg: DictConfig) -> str:
+    return digest(result_config(cfg))
+
+
+def _trial_key_resolver(*, _root_: DictConfig) -> str:
+    return trial_key(_root_)
+
+
+def register_resolvers() -> None:
+    """`${kdx_trial_key:}` in hydra.run.dir / hydra.sweep.subdir names a trial's folder."""
+    if not OmegaConf.has_resolver("kdx_trial_key"):
+        OmegaConf.register_new_resolver("kdx_trial_key", _trial_key_resolver)
