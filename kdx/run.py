@@ -151,6 +151,17 @@ def check_compatible(teacher, student, num_labels: int) -> None:
                        "or base models without a classification head")
 
 
+def validate_before_max_steps(trainer_cfg, overrides: dict, datamodule) -> dict:
+    """A run capped by max_steps inside its first epoch would never validate (Lightning validates
+    at epoch ends), so it would have no best checkpoint: validate at the last step instead."""
+    max_steps = overrides.get("max_steps", trainer_cfg.get("max_steps", -1))
+    if max_steps is None or max_steps <= 0 or trainer_cfg.get("val_check_interval") is not None:
+        return {}
+    datamodule.setup("fit")
+    steps_per_epoch = len(datamodule.train_dataloader()) // int(trainer_cfg.get("accumulate_grad_batches", 1))
+    return {"val_check_interval": max_steps} if max_steps < steps_per_epoch else {}
+
+
 def fit_phases(cfg, out_dir: Path, method: Method, student, teacher: Teacher | None, spec, datamodule,
                loggers: TrialLoggers) -> tuple[Path, int]:
     """Runs the method's phases in order, each resumable from its own last.ckpt; returns the best
@@ -174,6 +185,7 @@ def fit_phases(cfg, out_dir: Path, method: Method, student, teacher: Teacher | N
                 overrides["max_epochs"] = phase.max_epochs
             if phase.max_steps is not None:
                 overrides["max_steps"] = phase.max_steps
+            overrides.update(validate_before_max_steps(cfg.trainer, overrides, datamodule))
             trainer = make_trainer(cfg.trainer, callbacks=[checkpoint],
                                    logger=loggers.for_phase(None if len(phases) == 1 else f"phase{index + 1}-{phase.name}"),
                                    **overrides)
