@@ -45,7 +45,8 @@ def store_key(cfg: DictConfig) -> str:
     teacher = OmegaConf.to_container(cfg.model.teacher, resolve=True)
     teacher.pop("checkpoint", None)
     return digest({
-        "teacher": teacher, "tokenizer": OmegaConf.to_container(cfg.model.tokenizer, resolve=True),
+        "teacher": teacher, "tokenizer": OmegaConf.to_container(cfg.model.tokenizer, resolve=True)
+        if cfg.model.get("tokenizer") is not None else None,  # image/vector tasks have none
         "task": task, "seed": cfg.seed, "training": OmegaConf.to_container(cfg.teacher_training, resolve=True),
         "max_length": cfg.data.max_length,
     })
