@@ -22,7 +22,7 @@ from kdx.models.student import build, build_student, parameter_count
 from kdx.models.tokenizer import build_tokenizer
 from kdx.results import RESULTS_FILE, is_completed, read_results, versions, write_json_atomic
 from kdx.summary import print_summary
-from kdx.teacher import Teacher, obtain_teacher
+from kdx.teacher import Teacher, obtain_teacher, teacher_config
 from kdx.training import best_checkpoint_callback, evaluate, make_trainer, monitor_mode
 from kdx.trial import result_config, trial_key
 
@@ -80,7 +80,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
     task = instantiate(cfg.task, _recursive_=False)
     spec = task.spec
     method: Method = instantiate(cfg.method, _recursive_=False)
-    if method.needs_teacher and cfg.model.get("teacher") is None:
+    if method.needs_teacher and method.teacher_spec == "teacher" and cfg.model.get("teacher") is None:
         raise KdxError(f"method={cfg.method.name} needs a teacher, but model={cfg.model.name} has none",
                        "choose a model pair with a teacher (e.g. model=tiny) or method=finetune")
     tokenizer = build_tokenizer(cfg.model.tokenizer, task, cfg.paths.cache_dir) if cfg.model.get("tokenizer") else None
@@ -92,7 +92,8 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
 
     teacher: Teacher | None = None
     if method.needs_teacher:
-        teacher = obtain_teacher(cfg, spec, vocab_size, datamodule_with_batch)
+        teacher = obtain_teacher(teacher_config(cfg, method.teacher_spec), spec, vocab_size, datamodule_with_batch)
+        teacher = method.teacher_for_student(teacher, cfg, spec, vocab_size, datamodule_with_batch)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # same student init however the teacher came
 
     def teacher_for_truncation(which: str):
@@ -186,6 +187,10 @@ def fit_phases(cfg, out_dir: Path, method: Method, student, teacher: Teacher | N
             if phase.max_steps is not None:
                 overrides["max_steps"] = phase.max_steps
             overrides.update(validate_before_max_steps(cfg.trainer, overrides, datamodule))
+            if getattr(method, "manual_optimization", False):
+                # Lightning rejects Trainer clipping with manual optimisation: the module clips.
+                module.manual_clip_val = cfg.trainer.get("gradient_clip_val")
+                overrides["gradient_clip_val"] = None
             trainer = make_trainer(cfg.trainer, callbacks=[checkpoint],
                                    logger=loggers.for_phase(None if len(phases) == 1 else f"phase{index + 1}-{phase.name}"),
                                    **overrides)

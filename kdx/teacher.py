@@ -9,6 +9,7 @@
    which Pro-KD replays.
 """
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 import torch.nn as nn
 from filelock import FileLock
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kdx.errors import KdxError
 from kdx.methods.finetune import FineTune
@@ -52,6 +53,32 @@ def store_key(cfg: DictConfig) -> str:
     })
 
 
+def teacher_config(cfg: DictConfig, role: str = "teacher") -> DictConfig:
+    """The trial config whose `model.teacher` is the spec of the method's teacher (Method.teacher_spec):
+    the pair's teacher, or for role "student" (self-KD) the student's spec, initialised as the
+    student is (its `init`), fine-tuned in the store under a key of its own."""
+    if role == "teacher":
+        return cfg
+    if role != "student":
+        raise ValueError(f"unknown teacher role {role!r}")
+    student = OmegaConf.to_container(cfg.model.student, resolve=True)
+    if student.get("init", "pretrained") == "truncated":
+        raise KdxError("self-KD builds its teacher from the student spec, which model.student.init=truncated "
+                       "does not describe on its own",
+                       "use model.student.init=pretrained or random with self_kd")
+    student["description"] = "self-KD teacher: the student's architecture and init, fine-tuned"
+    derived = copy.deepcopy(cfg)
+    with open_dict(derived.model):
+        derived.model.teacher = student
+    return derived
+
+
+def build_teacher(tspec: DictConfig, num_labels: int, vocab_size: int | None) -> nn.Module:
+    """A teacher spec's model; a spec with `init: random` (a self-KD teacher built from a random-init
+    student spec) drops pre-trained weights, as the student does."""
+    return build(tspec, num_labels, vocab_size, random_init=tspec.get("init") == "random")
+
+
 def store_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.cache_dir) / "teachers" / f"{cfg.task.name.replace('/', '_')}-{store_key(cfg)}"
 
@@ -76,9 +103,9 @@ def obtain_teacher(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_datamo
     builds the task's data for teacher fine-tuning."""
     tspec = cfg.model.teacher
     if tspec.get("finetuned", False):
-        return Teacher(build(tspec, spec.num_labels, vocab_size), source="finetuned")
+        return Teacher(build_teacher(tspec, spec.num_labels, vocab_size), source="finetuned")
     if tspec.get("checkpoint"):
-        model = load_state(build(tspec, spec.num_labels, vocab_size), tspec.checkpoint)
+        model = load_state(build_teacher(tspec, spec.num_labels, vocab_size), tspec.checkpoint)
         return Teacher(model, source=str(tspec.checkpoint))
     folder = store_dir(cfg)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +113,7 @@ def obtain_teacher(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_datamo
         if not (folder / INFO_FILE).exists():
             fine_tune_into_store(cfg, spec, vocab_size, make_datamodule, folder)
     info = json.loads((folder / INFO_FILE).read_text())
-    model = load_state(build(tspec, spec.num_labels, vocab_size), folder / TEACHER_FILE)
+    model = load_state(build_teacher(tspec, spec.num_labels, vocab_size), folder / TEACHER_FILE)
     return Teacher(model, source=str(folder), metrics=info["metrics"],
                    trajectory=[folder / p for p in info["trajectory"]])
 
@@ -121,7 +148,7 @@ def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_
     print(f"[kdx] fine-tuning the teacher once into the teacher store: {folder}")
     training = cfg.teacher_training
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build(cfg.model.teacher, spec.num_labels, vocab_size)
+    model = build_teacher(cfg.model.teacher, spec.num_labels, vocab_size)
     optim = OmegaConf.merge(cfg.optim, {"lr": training.lr})
     module = DistillationModule(model, FineTune(), spec, optim)
     datamodule = make_datamodule(training.batch_size)

@@ -64,9 +64,31 @@ class Method(nn.Module):
 
     name: str = "method"
     needs_teacher: bool = False
+    # Which spec the teacher is built from: "teacher" (model.teacher) or "student" (self-KD: a
+    # fine-tuned copy of the student's architecture, kept in the teacher store under its own key).
+    teacher_spec: str = "teacher"
+
+    def teacher_for_student(self, teacher, cfg, spec, vocab_size, make_datamodule):
+        """The model the student learns from, given the trial's teacher (TAKD: an assistant
+        distilled from it). Default: the teacher itself."""
+        return teacher
 
     def phases(self) -> list[Phase]:
         return [Phase("train", restart_from_best=False)]
 
     def losses(self, step: TrainStep) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # Methods that step more than the student's optimizer (MATE-KD's generator, Pro-KD's online
+    # teacher) set `manual_optimization = True`: the DistillationModule then calls
+    # `manual_training_step` instead of `losses`, appends `configure_extra_optimizers()` after the
+    # student's optimizer (module.optimizers()[0]), clips the student with trainer.gradient_clip_val
+    # (module.manual_clip_val) and advances the student's LR schedule once per batch.
+    manual_optimization: bool = False
+
+    def configure_extra_optimizers(self) -> list[torch.optim.Optimizer]:
+        return []
+
+    def manual_training_step(self, module, step: TrainStep, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Does the batch's optimizer steps itself; returns the loss terms to log."""
         raise NotImplementedError

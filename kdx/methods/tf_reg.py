@@ -1,0 +1,59 @@
+"""Teacher-free KD, the regularisation variant (Yuan et al., CVPR 2020), METHODS.md §1.
+
+A hand-designed "virtual teacher" puts probability a on the gold class and spreads the rest:
+
+    p^d(c) = a if c = y else (1 − a)/(K − 1)
+    L = (1 − α)·CE(y, σ(z_S)) + α·τ²·KL(σ(p^d/τ) ‖ σ(z_S/τ))
+
+`soften` says what the temperature acts on [check]: `probabilities` (default) divides p^d itself
+by τ before the softmax, as the formula above and the reference code do; `log_probabilities`
+softens p^d like a teacher's logits, σ(log p^d / τ), so that τ = 1 gives p^d back.
+Regression tasks have no class distribution: there the loss is the plain MSE, as in `finetune`.
+"""
+
+import torch
+
+from kdx.errors import KdxError
+from kdx.methods.base import Method, TrainStep
+from kdx.methods.label_smoothing import IGNORE_INDEX, one_hot
+from kdx.methods.losses import hard_label_loss, kd_kl
+
+SOFTEN = ("probabilities", "log_probabilities")
+
+
+def virtual_teacher(labels: torch.Tensor, num_classes: int, correct_prob: float) -> torch.Tensor:
+    """p^d: `correct_prob` on the gold class, the rest shared equally by the other classes."""
+    gold = one_hot(labels, num_classes)
+    return gold * correct_prob + (1 - gold) * (1 - correct_prob) / (num_classes - 1)
+
+
+class TeacherFreeReg(Method):
+    needs_teacher = False
+
+    def __init__(self, name: str = "tf_reg", correct_prob: float = 0.99, alpha: float = 0.1,
+                 temperature: float = 20.0, tau_squared: bool = True, soften: str = "probabilities"):
+        super().__init__()
+        if not 0 < correct_prob < 1:
+            raise KdxError(f"method.correct_prob={correct_prob} must lie in (0, 1)",
+                           "the paper uses a >= 0.9, e.g. method.correct_prob=0.99")
+        if soften not in SOFTEN:
+            raise KdxError(f"method.soften={soften!r} is not one of {list(SOFTEN)}",
+                           "use soften=probabilities (reference code) or soften=log_probabilities")
+        self.name, self.correct_prob, self.alpha = name, correct_prob, alpha
+        self.temperature, self.tau_squared, self.soften = temperature, tau_squared, soften
+
+    def losses(self, step: TrainStep):
+        student = step.student_logits()
+        ce = hard_label_loss(student, step.labels, step.regression)
+        if step.regression:
+            return {"loss": ce, "ce": ce}
+        num_classes = student.size(-1)
+        if num_classes < 2:
+            raise KdxError("tf_reg needs at least two classes", "use method=finetune for this task")
+        p_d = virtual_teacher(step.labels, num_classes, self.correct_prob)
+        # kd_kl softmaxes its teacher argument / τ, so pass what should be softened.
+        teacher_input = p_d if self.soften == "probabilities" else p_d.log()
+        keep = (step.labels != IGNORE_INDEX).float() if step.labels.dim() > 1 else None
+        reg = kd_kl(student, teacher_input, self.temperature, self.tau_squared, mask=keep)
+        total = (1 - self.alpha) * ce + self.alpha * reg
+        return {"loss": total, "ce": ce, "virtual_kd": reg}
