@@ -1,12 +1,19 @@
-"""Hugging Face sequence classifiers: from a checkpoint (hub id / folder / package) or built from
-an architecture dict without any download (the tiny BERT pair)."""
+"""Hugging Face sequence classifiers: from a checkpoint (hub id / folder / package), the
+checkpoint's architecture freshly initialised (optionally resized), or built from an
+architecture dict without any download (the tiny BERT pair)."""
 
 import torch.nn as nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, \
-    BertForSequenceClassification
+    BertForSequenceClassification, PretrainedConfig
 
 from kdx.errors import KdxError
 from kdx.models.location import hub_error, resolve
+
+# Config keys that change weight shapes: pre-trained weights cannot be loaded into a model
+# resized by them (a smaller stack from a checkpoint is `from_config_of` or init=truncated).
+SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "intermediate_size", "vocab_size", "max_position_embeddings", "type_vocab_size",
+              "dim", "hidden_dim", "n_layers", "n_heads", "n_embd", "n_layer", "n_head", "n_positions")
 
 
 def problem_type(num_labels: int) -> str:
@@ -20,50 +27,129 @@ def bert_from_arch(num_labels: int, vocab_size: int, **arch) -> nn.Module:
     return BertForSequenceClassification(config)
 
 
-def load_config(name_or_path: str, num_labels: int):
-    location = resolve(name_or_path)
+def original_config(name_or_path: str) -> PretrainedConfig:
+    """The checkpoint's config exactly as saved."""
     try:
-        return AutoConfig.from_pretrained(location, num_labels=num_labels,
-                                          problem_type=problem_type(num_labels))
-    except OSError as err:
+        return AutoConfig.from_pretrained(resolve(name_or_path))
+    except (OSError, ValueError) as err:
         raise hub_error(name_or_path, err) from None
 
 
-def check_head_size(name_or_path: str, num_labels: int) -> None:
-    """A checkpoint that already has a classification head must match the task's label count."""
-    try:
-        original = AutoConfig.from_pretrained(resolve(name_or_path))
-    except OSError as err:
-        raise hub_error(name_or_path, err) from None
-    has_head = any(a.endswith("ForSequenceClassification") for a in original.architectures or [])
-    if has_head and original.num_labels != num_labels:
+def check_head_size(name_or_path: str, config: PretrainedConfig, num_labels: int) -> None:
+    """A checkpoint that already has a classification head must match the task's label count
+    (otherwise its head would be silently replaced, or fail to load)."""
+    has_head = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    if has_head and config.num_labels != num_labels:
         raise KdxError(
-            f"checkpoint {name_or_path!r} has a classification head with {original.num_labels} labels, "
+            f"checkpoint {name_or_path!r} has a classification head with {config.num_labels} labels, "
             f"but the task has {num_labels}",
             "use a checkpoint fine-tuned on this task, or its pre-trained base model (no head)",
         )
 
 
-def from_pretrained(name_or_path: str, num_labels: int, vocab_size: int | None = None,
-                    **_) -> nn.Module:
-    """A classifier with pre-trained encoder weights (a new head if the checkpoint has none).
+def apply_overrides(config: PretrainedConfig, name_or_path: str, overrides: dict) -> PretrainedConfig:
+    """Sets architecture overrides, refusing keys the config does not have (typos would
+    otherwise be stored silently and change nothing)."""
+    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
+    unknown = sorted(k for k in overrides if k not in known)
+    if unknown:
+        raise KdxError(f"{unknown} are not settings of the {config.model_type!r} config of {name_or_path!r}",
+                       f"use names from its config.json, e.g. {sorted(k for k in known if not k.startswith('_'))[:12]}")
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    if isinstance(heads, int) and isinstance(hidden, int) and heads > 0 and hidden % heads:
+        raise KdxError(f"hidden_size={hidden} is not a multiple of num_attention_heads={heads} "
+                       f"for {name_or_path!r}", "choose sizes with hidden_size % num_attention_heads == 0")
+    return config
 
-    A checkpoint whose head has a different number of labels is an error unless it has no head.
-    """
-    location = resolve(name_or_path)
-    check_head_size(name_or_path, num_labels)
-    config = load_config(name_or_path, num_labels)
+
+def task_config(name_or_path: str, num_labels: int, keeps_head: bool, **overrides) -> PretrainedConfig:
+    """The checkpoint's config with the task's label space and any overrides; `keeps_head`: the
+    checkpoint's weights (and so its head) will be loaded."""
+    config = original_config(name_or_path)
+    if keeps_head:
+        check_head_size(name_or_path, config, num_labels)
+    config.num_labels = num_labels
+    config.problem_type = problem_type(num_labels)
+    return apply_overrides(config, name_or_path, overrides)
+
+
+def check_vocabulary_fits(model: nn.Module, name_or_path: str, vocab_size: int | None) -> None:
+    """Token ids from the trial's tokenizer must index the model's embedding table."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if vocab_size is None or embeddings is None:
+        return
+    if vocab_size > embeddings.num_embeddings:
+        raise KdxError(f"the tokenizer has {vocab_size} tokens but {name_or_path!r} embeds only "
+                       f"{embeddings.num_embeddings}: the tokenizer does not belong to this checkpoint",
+                       "set model.tokenizer.name_or_path to the checkpoint's own tokenizer")
+
+
+def from_pretrained(name_or_path: str, num_labels: int, vocab_size: int | None = None,
+                    attn_implementation: str | None = None, **overrides) -> nn.Module:
+    """A classifier with pre-trained weights (a new, randomly initialised head when the checkpoint
+    has none). `overrides` may change settings that keep weight shapes (dropout, ...)."""
+    resized = sorted(k for k in overrides if k in SHAPE_KEYS)
+    if resized:
+        raise KdxError(f"{resized} change the architecture of {name_or_path!r}, so its pre-trained "
+                       "weights cannot be loaded",
+                       "for a smaller stack use init=truncated (every k-th layer) or init=random with "
+                       "resize={...} (a fresh model of the resized architecture)")
+    config = task_config(name_or_path, num_labels, keeps_head=True, **overrides)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(location, config=config)
-    except OSError as err:
+        model = AutoModelForSequenceClassification.from_pretrained(resolve(name_or_path), config=config, **extra)
+    except (OSError, ValueError) as err:
         raise hub_error(name_or_path, err) from None
+    check_vocabulary_fits(model, name_or_path, vocab_size)
     return model
 
 
 def from_config_of(name_or_path: str, num_labels: int, vocab_size: int | None = None,
-                   **overrides) -> nn.Module:
-    """The checkpoint's architecture (optionally resized via overrides), randomly initialised."""
-    config = load_config(name_or_path, num_labels)
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    return AutoModelForSequenceClassification.from_config(config)
+                   attn_implementation: str | None = None, **overrides) -> nn.Module:
+    """The checkpoint's architecture, randomly initialised; `overrides` resize it
+    (num_hidden_layers, hidden_size, intermediate_size, num_attention_heads, ...)."""
+    config = task_config(name_or_path, num_labels, keeps_head=False, **overrides)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        model = AutoModelForSequenceClassification.from_config(config, **extra)
+    except ValueError as err:
+        raise KdxError(f"cannot build a {config.model_type!r} classifier from {name_or_path!r} with "
+                       f"{overrides}: {str(err).splitlines()[0][:300]}",
+                       "check the overrides against the architecture's constraints") from None
+    check_vocabulary_fits(model, name_or_path, vocab_size)
+    return model
+
+
+def vocabulary_size(model: nn.Module) -> int | None:
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return None if embeddings is None else embeddings.num_embeddings
+
+
+def check_shared_vocabulary(teacher: nn.Module, student: nn.Module, tokenizer) -> None:
+    """For methods that feed one token sequence (or one set of token-level perturbations) to both
+    models (MATE-KD, backward-pass KD): both must embed the same vocabulary as the tokenizer."""
+    sizes = {"teacher": vocabulary_size(teacher), "student": vocabulary_size(student)}
+    missing = [who for who, size in sizes.items() if size is None]
+    if missing:
+        raise KdxError(f"this method needs token embeddings shared by teacher and student, but the "
+                       f"{' and '.join(missing)} has none (no get_input_embeddings)",
+                       "use Hugging Face text models for both")
+    if sizes["teacher"] != sizes["student"]:
+        raise KdxError(f"teacher and student have different vocabularies ({sizes['teacher']} vs "
+                       f"{sizes['student']} token embeddings), but this method feeds them the same tokens",
+                       "use a pair that shares a tokenizer (e.g. model=bert-base_to_distilbert or "
+                       "model=roberta-large_to_distilroberta), or a method that does not need one")
+    if tokenizer is not None and len(tokenizer) > sizes["student"]:
+        raise KdxError(f"the tokenizer has {len(tokenizer)} tokens but the models embed only {sizes['student']}",
+                       "set model.tokenizer.name_or_path to the tokenizer of the teacher/student checkpoints")
+    pads = {who: getattr(getattr(m, "config", None), "pad_token_id", None)
+            for who, m in (("teacher", teacher), ("student", student))}
+    pads["tokenizer"] = getattr(tokenizer, "pad_token_id", None)
+    known = {who: p for who, p in pads.items() if p is not None}
+    if len(set(known.values())) > 1:
+        raise KdxError(f"teacher, student and tokenizer disagree on the padding token id ({known}): "
+                       "their vocabularies differ",
+                       "use checkpoints of one model family that share a tokenizer")

@@ -3,35 +3,56 @@
 A spec is a dict with a `_target_` builder (kdx.models.hf.*, or any callable taking
 `num_labels` and `vocab_size`) plus kdx's own keys, stripped before the builder is called:
 
-- `init` (student only): `pretrained` (the builder's weights), `truncated` (every k-th layer of
-  the teacher, DistilBERT-style; k = `layer_stride`), or `random` (the same architecture, freshly
-  initialised);
+- `init` (student only): `pretrained` (the builder's weights), `truncated` (layers 0, k, 2k, ...
+  of the teacher, DistilBERT-style, with its embeddings, pooler and head; k = `layer_stride`),
+  or `random` (the same architecture, freshly initialised);
+- `resize` (with init=random): architecture overrides for a fresh smaller stack, e.g.
+  `{num_hidden_layers: 3, hidden_size: 192, intermediate_size: 768}`;
 - `truncate_from`: truncate the `pretrained` teacher (before fine-tuning, as DistilBERT) or the
   `finetuned` one;
 - `finetuned` / `checkpoint` (teacher only): see kdx/teacher.py.
 """
 
 import copy
-import re
 
 import torch.nn as nn
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel
 
 from kdx.errors import KdxError
 
-KDX_KEYS = ("init", "layer_stride", "truncate_from", "finetuned", "checkpoint", "description")
+KDX_KEYS = ("init", "layer_stride", "truncate_from", "resize", "finetuned", "checkpoint", "description")
 STUDENT_INITS = ("pretrained", "truncated", "random")
-# `...layer.3.attention...` (BERT), `...layers.3...` (LLaMA, RoBERTa-style), `...h.3...` (GPT-2)
-LAYER_KEY = re.compile(r"^(.*?\.(?:layer|layers|h))\.(\d+)\.(.*)$")
+# Builders that load weights, and the builder that gives the same architecture without them.
+RANDOM_COUNTERPART = {"kdx.models.hf.from_pretrained": "kdx.models.hf.from_config_of"}
+# Builders whose models are freshly initialised already.
+RANDOM_BUILDERS = ("kdx.models.hf.from_config_of", "kdx.models.hf.bert_from_arch")
+# Config entries with one value per layer, which truncation must subset like the layers.
+PER_LAYER_CONFIG_KEYS = ("layer_types",)
 
 
 def build(spec: DictConfig, num_labels: int, vocab_size: int | None, random_init: bool = False) -> nn.Module:
-    """Instantiate a model spec; `random_init` keeps the architecture but drops pre-trained weights."""
+    """Instantiate a model spec; `random_init` keeps the architecture (resized by `resize`) but
+    drops pre-trained weights."""
     params = {k: v for k, v in OmegaConf.to_container(spec, resolve=True).items() if k not in KDX_KEYS}
-    if random_init and params.get("_target_") == "kdx.models.hf.from_pretrained":
-        params["_target_"] = "kdx.models.hf.from_config_of"
-    return instantiate(params, num_labels=num_labels, vocab_size=vocab_size, _convert_="all")
+    target = params.get("_target_")
+    if not random_init:
+        return instantiate(params, num_labels=num_labels, vocab_size=vocab_size, _convert_="all")
+    params.update(spec.get("resize") or {})
+    params["_target_"] = RANDOM_COUNTERPART.get(target, target)
+    model = instantiate(params, num_labels=num_labels, vocab_size=vocab_size, _convert_="all")
+    return model if params["_target_"] in RANDOM_BUILDERS else reinitialised(model)
+
+
+def reinitialised(model: nn.Module) -> nn.Module:
+    """A freshly initialised model of the same architecture, for builders of unknown provenance."""
+    if isinstance(model, PreTrainedModel):
+        return type(model)(model.config)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return model
 
 
 def build_student(spec: DictConfig, num_labels: int, vocab_size: int | None,
@@ -42,36 +63,67 @@ def build_student(spec: DictConfig, num_labels: int, vocab_size: int | None,
     if init not in STUDENT_INITS:
         raise KdxError(f"model.student.init={init!r} is not one of {list(STUDENT_INITS)}",
                        "set model.student.init=pretrained|truncated|random")
+    if spec.get("resize") and init != "random":
+        raise KdxError(f"model.student.resize={OmegaConf.to_container(spec.resize)} changes the architecture, "
+                       f"so it only works with init=random (it is {init!r})",
+                       "set model.student.init=random, or drop model.student.resize")
     if init == "truncated":
         if teacher_factory is None:
             raise KdxError("model.student.init=truncated needs a teacher to truncate, but this pair has none",
                            "use model.student.init=pretrained or random, or a pair with a teacher")
-        source = teacher_factory(spec.get("truncate_from", "pretrained"))
-        return truncate(source, int(spec.get("layer_stride", 2)))
+        which = spec.get("truncate_from", "pretrained")
+        if which not in ("pretrained", "finetuned"):
+            raise KdxError(f"model.student.truncate_from={which!r} is not pretrained or finetuned",
+                           "set model.student.truncate_from=pretrained|finetuned")
+        return truncate(teacher_factory(which), int(spec.get("layer_stride", 2)))
     return build(spec, num_labels, vocab_size, random_init=(init == "random"))
 
 
-def layer_count(model: nn.Module) -> int:
-    indices = {int(m.group(2)) for key in model.state_dict() if (m := LAYER_KEY.match(key))}
-    return len(indices)
+def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The transformer's stack of layers: the one ModuleList with `num_hidden_layers` entries
+    (`bert.encoder.layer`, `roberta.encoder.layer`, `distilbert.transformer.layer`,
+    `model.layers` in LLaMA, `transformer.h` in GPT-2)."""
+    total = getattr(model.config, "num_hidden_layers", None)
+    stacks = [(name, m) for name, m in model.named_modules()
+              if isinstance(m, nn.ModuleList) and len(m) == total and total]
+    if len(stacks) != 1:
+        found = [name for name, _ in stacks] or "none"
+        raise KdxError(f"cannot truncate {type(model).__name__}: expected one stack of "
+                       f"num_hidden_layers={total} layers, found {found}",
+                       "use model.student.init=pretrained or random for this architecture")
+    return stacks[0]
 
 
 def truncate(teacher: nn.Module, stride: int) -> nn.Module:
-    """A copy of `teacher` keeping layers 0, k, 2k, ... (DistilBERT keeps every second layer)."""
-    if not hasattr(teacher, "config"):
+    """A copy of `teacher` keeping layers 0, k, 2k, ... (DistilBERT keeps every second layer);
+    everything outside the layer stack (embeddings, pooler, head) is copied as is."""
+    if not isinstance(teacher, PreTrainedModel):
         raise KdxError(f"student init 'truncated' needs a Hugging Face model; got {type(teacher).__name__}",
                        "use model.student.init=random or pretrained for this pair")
-    total = teacher.config.num_hidden_layers
+    prefix, stack = layer_stack(teacher)
+    total = len(stack)
+    if stride < 1:
+        raise KdxError(f"model.student.layer_stride={stride} cannot truncate the {total}-layer teacher",
+                       f"choose a stride of at least 1 (2 halves the depth, as DistilBERT; "
+                       f"{total} or more keeps only layer 0)")
     kept = list(range(0, total, stride))
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(kept)
+    for key in PER_LAYER_CONFIG_KEYS:
+        values = getattr(config, key, None)
+        if isinstance(values, (list, tuple)) and len(values) == total:
+            setattr(config, key, [values[i] for i in kept])
     student = type(teacher)(config)
     source = teacher.state_dict()
+    layer_prefix = prefix + "."
     target = {}
     for key in student.state_dict():
-        m = LAYER_KEY.match(key)
-        source_key = f"{m.group(1)}.{kept[int(m.group(2))]}.{m.group(3)}" if m else key
-        target[key] = source[source_key].clone()
+        if key.startswith(layer_prefix):
+            index, rest = key[len(layer_prefix):].split(".", 1)
+            key_in_teacher = f"{layer_prefix}{kept[int(index)]}.{rest}"
+        else:
+            key_in_teacher = key
+        target[key] = source[key_in_teacher].clone()
     student.load_state_dict(target)
     return student
 

@@ -18,9 +18,12 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
 def build_tokenizer(spec: DictConfig, task, cache_dir: str | Path):
     kind = spec.get("kind", "pretrained")
     if kind == "pretrained":
+        if not spec.get("name_or_path"):
+            raise KdxError("model.tokenizer.kind=pretrained needs model.tokenizer.name_or_path",
+                           "set it to the checkpoint whose vocabulary the models embed (usually the teacher's)")
         try:
             return AutoTokenizer.from_pretrained(resolve(spec.name_or_path))
-        except OSError as err:
+        except (OSError, ValueError) as err:
             raise hub_error(spec.name_or_path, err) from None
     if kind == "wordpiece":
         return trained_wordpiece(task, int(spec.vocab_size), bool(spec.get("lowercase", True)), cache_dir)
