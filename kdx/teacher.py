@@ -157,6 +157,9 @@ def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_
     trajectory = TrajectoryCheckpoints(folder / "trajectory", training.get("trajectory_every_n_steps"))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg.update(max_epochs=training.max_epochs, max_steps=training.max_steps)
+    # a teacher run capped by max_steps inside its first epoch must still validate (best checkpoint)
+    from kdx.run import validate_before_max_steps
+    trainer_cfg.update(validate_before_max_steps(trainer_cfg, {}, datamodule))
     trainer = make_trainer(trainer_cfg, callbacks=[best, trajectory], logger=False)
     trainer.fit(module, datamodule=datamodule)
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
