@@ -7,6 +7,7 @@ and evaluates the task metrics on every evaluation split.
 """
 
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -41,6 +42,9 @@ class DistillationModule(L.LightningModule):
         self.phase = phase
         # Kept out of the module tree: not saved in checkpoints, not moved/wrapped by strategies.
         self.__dict__["teacher"] = freeze(teacher) if teacher is not None else None
+        # Methods with their own optimizers (MATE-KD generator, online Pro-KD teacher) step by hand.
+        self.automatic_optimization = not getattr(method, "manual_optimization", False)
+        self.manual_clip_val: float | None = None   # the student's clip norm in manual mode (run.py)
         self.val_metrics = nn.ModuleList([build_metrics(spec, s) for s in spec.eval_splits])
 
     # ---- forward passes -------------------------------------------------------------------
@@ -71,11 +75,30 @@ class DistillationModule(L.LightningModule):
                          inputs=model_inputs(batch))
 
     def training_step(self, batch, batch_idx):
+        if not self.automatic_optimization:
+            return self.manual_training_step(batch, batch_idx)
         terms = self.method.losses(self.make_step(batch))
         batch_size = batch["labels"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=(name == "loss"), batch_size=batch_size)
         return terms["loss"]
+
+    def manual_training_step(self, batch, batch_idx):
+        """The method steps its optimizers; the student's LR schedule advances once per batch, so
+        it stays a function of the batch count whatever the method's step pattern."""
+        terms = self.method.manual_training_step(self, self.make_step(batch), batch_idx)
+        with warnings.catch_warnings():  # a batch without a student step (e.g. a generator step)
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.lr_schedulers().step()
+        batch_size = batch["labels"].shape[0]
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.detach(), prog_bar=(name == "loss"), batch_size=batch_size)
+        return None
+
+    def clip_student_gradients(self, optimizer) -> None:
+        """Manual mode: Lightning refuses Trainer(gradient_clip_val), so the module clips."""
+        if self.manual_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.manual_clip_val, gradient_clip_algorithm="norm")
 
     # ---- evaluation -----------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
@@ -108,7 +131,10 @@ class DistillationModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = lr_multiplier(cfg, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        student = {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        if self.automatic_optimization:
+            return student
+        return [student] + [{"optimizer": extra} for extra in self.method.configure_extra_optimizers()]
 
 
 def lr_multiplier(cfg, total_steps: int):

@@ -1,0 +1,140 @@
+"""MATE-KD (Rashid et al., ACL 2021), METHODS.md §5: adversarial text augmentation by a masked-LM
+generator G, alternating generator and student steps.
+
+    M ~ Bernoulli(0.3) on non-special tokens,   ŵ = ST-Gumbel-softmax(G(x with M masked)),  τ_g = 1
+    x̃ (per model, own table E):  e' = M⊙(ŵ·E) + (1−M)⊙E[x]             fed as inputs_embeds
+    div(S, T) = mean_batch[ −Σ_c σ(z_T)_c · log σ(z_S)_c ]               (MSE for regression)
+
+    generator steps (10 of every 110 batches):  max_G  div(S(x̃), T(x̃))
+    student steps  (100 of every 110 batches):  min_S  ⅓·CE(y, S(x)) + ⅓·div(S(x̃), T(x̃)) + ⅓·div(S(x), T(x))
+
+The generator has its own AdamW (lr 5e-7) and gradient clipping (5). It belongs to the method, so
+it is checkpointed with the trial and stays out of the student's optimizer. Combined-KD
+(kdx/methods/combined.py) reuses this loop with other objectives.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from kdx.distill import logits_of
+from kdx.errors import KdxError
+from kdx.methods.base import Method, TrainStep
+from kdx.methods.losses import hard_label_loss
+from kdx.methods.perturb import (check_shared_vocabulary, content_positions, perturbed_embeddings,
+                                 sample_mask, special_token_ids, straight_through_gumbel)
+from kdx.models.generator import masked_lm
+
+
+def mate_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, regression: bool) -> torch.Tensor:
+    """mean over the batch of −Σ_c σ(z_T)_c log σ(z_S)_c (temperature 1); MSE for regression."""
+    if regression:
+        return F.mse_loss(student_logits, teacher_logits)
+    return -(F.softmax(teacher_logits, -1) * F.log_softmax(student_logits, -1)).sum(-1).mean()
+
+
+def is_generator_step(step: int, generator_steps: int, student_steps: int) -> bool:
+    """Batches cycle through `generator_steps` generator updates, then `student_steps` student ones."""
+    return step % (generator_steps + student_steps) < generator_steps
+
+
+class MateKD(Method):
+    needs_teacher = True
+    manual_optimization = True
+
+    def __init__(self, name: str = "mate", mask_probability: float = 0.3, gumbel_tau: float = 1.0,
+                 generator_steps: int = 10, student_steps: int = 100, generator_lr: float = 5e-7,
+                 generator_weight_decay: float = 0.01, generator_clip: float | None = 5.0,
+                 generator: dict | None = None):
+        super().__init__()
+        if not 0 < mask_probability <= 1:
+            raise KdxError(f"method.mask_probability={mask_probability} must lie in (0, 1]", "MATE-KD uses 0.3")
+        if generator_steps < 0 or student_steps < 1:
+            raise KdxError(f"method.generator_steps={generator_steps}, student_steps={student_steps}: need "
+                           "generator_steps >= 0 and student_steps >= 1", "MATE-KD uses 10 and 100")
+        self.name = name
+        self.mask_probability, self.gumbel_tau = mask_probability, gumbel_tau
+        self.generator_steps, self.student_steps = int(generator_steps), int(student_steps)
+        self.generator_lr, self.generator_weight_decay = generator_lr, generator_weight_decay
+        self.generator_clip = generator_clip
+        self.generator_spec = dict(generator or {})
+        self.generator = None              # a masked LM over the task's vocabulary, built in prepare
+        self.special_ids: list[int] = []
+        self.mask_id: int | None = None
+
+    # ---- setup ----------------------------------------------------------------------------
+    def prepare(self, cfg=None, spec=None, teacher=None, student=None, tokenizer=None, **_):
+        if tokenizer is None or tokenizer.mask_token_id is None:
+            raise KdxError(f"method={self.name} masks tokens, so it needs a text task with a tokenizer "
+                           "that has a mask token", "use a text task and a model pair with a BERT/RoBERTa-style tokenizer")
+        self.generator = masked_lm(len(tokenizer), self.generator_spec.get("name_or_path"),
+                                   self.generator_spec.get("arch"))
+        check_shared_vocabulary(self.name, {"teacher": teacher.model, "student": student,
+                                            "generator": self.generator}, tokenizer)
+        self.special_ids = special_token_ids(tokenizer)
+        self.mask_id = int(tokenizer.mask_token_id)
+
+    def configure_extra_optimizers(self):
+        return [torch.optim.AdamW(self.generator.parameters(), lr=self.generator_lr,
+                                  weight_decay=self.generator_weight_decay)]
+
+    # ---- the augmentation -----------------------------------------------------------------
+    def sample_perturbation(self, step: TrainStep) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, ŵ): which positions are replaced, and the generator's one-hot replacement tokens."""
+        input_ids = step.inputs["input_ids"]
+        attention_mask = step.inputs.get("attention_mask")
+        mask = sample_mask(content_positions(input_ids, attention_mask, self.special_ids), self.mask_probability)
+        generator_logits = logits_of(self.generator, input_ids=input_ids.masked_fill(mask, self.mask_id),
+                                     attention_mask=attention_mask)
+        return mask, straight_through_gumbel(generator_logits, self.gumbel_tau)
+
+    def perturbed_inputs(self, model, step: TrainStep, mask, token_weights) -> dict:
+        embeds = perturbed_embeddings(model, step.inputs["input_ids"], token_weights, mask)
+        return {"input_ids": None, "inputs_embeds": embeds}
+
+    def perturbed_logits(self, module, step: TrainStep, mask, token_weights, teacher_grad: bool):
+        """(z_S(x̃), z_T(x̃)); `teacher_grad`: let gradients reach ŵ through the (frozen) teacher."""
+        student = step.student_logits(**self.perturbed_inputs(module.student, step, mask, token_weights))
+        teacher_inputs = self.perturbed_inputs(module.teacher, step, mask, token_weights)
+        if teacher_grad:
+            teacher = logits_of(module.teacher, **{**step.inputs, **teacher_inputs})
+        else:
+            teacher = step.teacher_logits(**teacher_inputs)
+        return student, teacher
+
+    # ---- the objectives (Combined-KD overrides these) -------------------------------------
+    def adversarial_divergence(self, student_adv, teacher_adv, step: TrainStep) -> torch.Tensor:
+        """What the generator maximises."""
+        return mate_divergence(student_adv, teacher_adv, step.regression)
+
+    def student_losses(self, module, step: TrainStep) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            mask, token_weights = self.sample_perturbation(step)
+        student_adv, teacher_adv = self.perturbed_logits(module, step, mask, token_weights, teacher_grad=False)
+        student, teacher = step.student_logits(), step.teacher_logits()
+        ce = hard_label_loss(student, step.labels, step.regression)
+        div_adv = mate_divergence(student_adv, teacher_adv, step.regression)
+        div_clean = mate_divergence(student, teacher, step.regression)
+        return {"loss": (ce + div_adv + div_clean) / 3, "ce": ce, "div_adv": div_adv, "div": div_clean}
+
+    # ---- the alternation ------------------------------------------------------------------
+    def manual_training_step(self, module, step: TrainStep, batch_idx: int):
+        student_optimizer, generator_optimizer = module.optimizers()[:2]
+        if is_generator_step(step.progress.step, self.generator_steps, self.student_steps):
+            with module.toggled_optimizer(generator_optimizer):   # student weights get no gradient
+                mask, token_weights = self.sample_perturbation(step)
+                student_adv, teacher_adv = self.perturbed_logits(module, step, mask, token_weights, teacher_grad=True)
+                divergence = self.adversarial_divergence(student_adv, teacher_adv, step)
+                generator_optimizer.zero_grad()
+                module.manual_backward(-divergence)
+                if self.generator_clip:
+                    module.clip_gradients(generator_optimizer, gradient_clip_val=self.generator_clip,
+                                          gradient_clip_algorithm="norm")
+                generator_optimizer.step()
+            return {"generator_loss": -divergence, "generator_div": divergence}
+        with module.toggled_optimizer(student_optimizer):
+            terms = self.student_losses(module, step)
+            student_optimizer.zero_grad()
+            module.manual_backward(terms["loss"])
+            module.clip_student_gradients(student_optimizer)
+            student_optimizer.step()
+        return terms
