@@ -20,6 +20,7 @@ from kdx.loggers import TrialLoggers
 from kdx.methods.base import Method
 from kdx.models.student import build, build_student, parameter_count
 from kdx.models.tokenizer import build_tokenizer
+from kdx.resume import EpochSeed
 from kdx.results import RESULTS_FILE, is_completed, read_results, versions, write_json_atomic
 from kdx.summary import print_summary
 from kdx.teacher import Teacher, obtain_teacher, teacher_config
@@ -191,7 +192,7 @@ def fit_phases(cfg, out_dir: Path, method: Method, student, teacher: Teacher | N
                 # Lightning rejects Trainer clipping with manual optimisation: the module clips.
                 module.manual_clip_val = cfg.trainer.get("gradient_clip_val")
                 overrides["gradient_clip_val"] = None
-            trainer = make_trainer(cfg.trainer, callbacks=[checkpoint],
+            trainer = make_trainer(cfg.trainer, callbacks=[checkpoint, EpochSeed(cfg.seed)],
                                    logger=loggers.for_phase(None if len(phases) == 1 else f"phase{index + 1}-{phase.name}"),
                                    **overrides)
             last = ckpt_dir / "last.ckpt"

@@ -13,6 +13,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from kdx.tasks.sampling import EpochShuffle
+
 
 @dataclass(frozen=True)
 class TextExample:
@@ -139,7 +141,7 @@ class TextDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[name],
             batch_size=self.cfg.batch_size if train else self.cfg.eval_batch_size,
-            shuffle=train,
+            sampler=EpochShuffle(len(self.datasets[name])) if train else None,  # resumable order
             collate_fn=self.collate,
             num_workers=self.cfg.num_workers,
         )
