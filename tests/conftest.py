@@ -18,6 +18,10 @@ from omegaconf import open_dict, read_write
 # Offline and quiet everywhere in the test session: no hub or W&B traffic.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "WANDB_MODE": "disabled"}
+# huggingface_hub reads HF_HUB_OFFLINE once, when it is imported (test modules import transformers
+# at collection, before any fixture runs): set it here, or hub lookups retry the network for ~25 s.
+for _name, _value in OFFLINE_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 def compose_trial(overrides: list[str]):

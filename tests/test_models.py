@@ -188,7 +188,10 @@ def test_tokenizer_larger_than_embeddings_is_an_error(tmp_path):
 
 
 def test_offline_hub_error_names_model_and_local_folder(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)   # read once at import
     with pytest.raises(KdxError) as err:
         hf.from_pretrained("kdx-test/no-such-model-anywhere", num_labels=2)
     message = str(err.value)
@@ -268,7 +271,16 @@ def test_model_config_composes(name):
         if model.get(role) is not None:
             assert model[role]["_target_"].startswith("kdx.models.")
     assert model["student"].get("init", "pretrained") in ("pretrained", "truncated", "random")
-    if model["tokenizer"]["kind"] == "pretrained":
-        assert model["tokenizer"]["name_or_path"]
-    if name != "tiny":                                   # the paper pairs use the papers' recipe
-        assert name == "minilm" or (model["lr"] == 2e-5 and model["batch_size"] == 32)
+    tokenizer = model.get("tokenizer") or {}
+    if tokenizer.get("kind") == "pretrained":
+        assert tokenizer["name_or_path"]
+    if name in PAPER_PAIRS:                              # the papers' GLUE recipe
+        assert model["lr"] == 2e-5 and model["batch_size"] == 32
+        assert model["teacher"]["_target_"] == "kdx.models.hf.from_pretrained"
+
+
+PAPER_PAIRS = ("bert-large_to_bert-small", "roberta-large_to_distilroberta", "bert-base_to_distilbert")
+
+
+def test_paper_pairs_and_minilm_exist():
+    assert set(PAPER_PAIRS) | {"minilm"} <= set(MODEL_CONFIGS)

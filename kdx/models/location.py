@@ -49,6 +49,13 @@ def package_folder(location: str) -> str:
     return str(folder)
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub sees it (read once at its import) or as set now."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
 def hub_error(name_or_path: str, err: Exception) -> KdxError:
     """A clear error for a checkpoint that is neither a local folder nor reachable on the hub."""
     folder = Path(str(name_or_path)).expanduser()
@@ -57,7 +64,7 @@ def hub_error(name_or_path: str, err: Exception) -> KdxError:
         return KdxError(f"cannot load {name_or_path!r}: the folder is not a Hugging Face checkpoint "
                         f"({type(err).__name__}: {first_line})",
                         f"use a folder written by save_pretrained (it needs {HF_CONFIG_FILE} and the weights)")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    offline = hub_offline()
     why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline
            else "not a local folder, and the Hugging Face hub is unreachable or has no such repository")
     return KdxError(
