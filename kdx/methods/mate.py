@@ -15,6 +15,7 @@ it is checkpointed with the trial and stays out of the student's optimizer. Comb
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 
 from kdx.distill import logits_of
 from kdx.errors import KdxError
@@ -56,7 +57,8 @@ class MateKD(Method):
         self.generator_steps, self.student_steps = int(generator_steps), int(student_steps)
         self.generator_lr, self.generator_weight_decay = generator_lr, generator_weight_decay
         self.generator_clip = generator_clip
-        self.generator_spec = dict(generator or {})
+        self.generator_spec = OmegaConf.to_container(generator, resolve=True) if isinstance(
+            generator, DictConfig) else dict(generator or {})
         self.generator = None              # a masked LM over the task's vocabulary, built in prepare
         self.special_ids: list[int] = []
         self.mask_id: int | None = None
