@@ -39,7 +39,7 @@ def tiny(tmp_path_factory):
     task = SyntheticTask(train_size=40, val_size=16)
     tokenizer = build_tokenizer(OmegaConf.create({"kind": "wordpiece", "vocab_size": 200}), task,
                                 tmp_path_factory.mktemp("tok"))
-    data = OmegaConf.create({"batch_size": 4, "eval_batch_size": 16, "max_length": 32, "num_workers": 0})
+    data = OmegaConf.create({"batch_size": 8, "eval_batch_size": 16, "max_length": 32, "num_workers": 0})
     return SimpleNamespace(task=task, spec=task.spec, tokenizer=tokenizer, vocab=len(tokenizer),
                            datamodule=lambda: task.datamodule(tokenizer, data))
 
@@ -212,7 +212,7 @@ def test_mate_real_run_steps_generator_and_student_on_their_own_batches(tiny):
     method = mate(tiny, teacher, student, generator_steps=2, student_steps=3, generator_lr=1e-3)
     watch = ParameterWatch()
     trainer = fit(DistillationModule(student, method, tiny.spec, OPTIM, teacher), tiny, [watch])
-    batches = 10   # 40 examples, batch 4
+    batches = 5   # 40 examples, batch 8
     expected = [(i % 5 < 2, i % 5 >= 2) for i in range(batches)]   # (generator changed, student changed)
     assert watch.changed == expected
     assert trainer.global_step == batches   # one optimizer step per batch, whichever model it updates
@@ -278,7 +278,7 @@ def test_combined_real_run_keeps_alternating_in_phase_two(tiny):
                    teacher=Teacher(teacher, "test"), student=student, tokenizer=tiny.tokenizer)
     watch = ParameterWatch()
     fit(DistillationModule(student, method, tiny.spec, OPTIM, teacher, phase=1), tiny, [watch])
-    assert watch.changed == [(i % 5 < 2, i % 5 >= 2) for i in range(10)]
+    assert watch.changed == [(i % 5 < 2, i % 5 >= 2) for i in range(5)]
 
 
 # ---- backward-pass KD -----------------------------------------------------------------------
@@ -350,7 +350,7 @@ def test_bpkd_loss_is_kd_on_x_plus_kd_on_x_prime(tiny):
     method = bpkd(tiny, teacher, student, eta=0.1, alpha=0.3, temperature=2.0, ratio=0.5)
     batch = a_batch(tiny)
     terms = method.losses(train_step(batch, student, teacher))
-    half = {k: v[:2] for k, v in model_inputs(batch).items()}     # ratio 0.5 of a batch of 4
+    half = {k: v[:4] for k, v in model_inputs(batch).items()}     # ratio 0.5 of a batch of 8
     teacher_inputs, student_inputs = method.auxiliary_inputs(half, regression=False)
     with torch.no_grad():
         z_s, z_t = student(**model_inputs(batch)).logits, teacher(**model_inputs(batch)).logits
@@ -403,8 +403,8 @@ def test_prokd_replay_visits_the_trajectory_in_order(tiny, tmp_path, monkeypatch
 
     watch = TeacherWeights()
     fit(DistillationModule(student, method, tiny.spec, OPTIM, teacher), tiny, [watch])
-    # 10 steps in 3 equal stages: stage of step s is ⌊3s/10⌋
-    assert watch.held == [[3 * s // 10] for s in range(10)]
+    # 5 steps in 3 equal stages: stage of step s is ⌊3s/5⌋
+    assert watch.held == [[3 * s // 5] for s in range(5)]
     assert loads == files
 
 
@@ -446,8 +446,8 @@ def test_prokd_online_trains_the_teacher_alongside(tiny):
     watch = Watch()
     trainer = fit(DistillationModule(student, method, tiny.spec, OPTIM, None), tiny, [watch])
     # the snapshot T^(i) is refreshed on steps 0, 2, 4, ...; both models learn on every batch
-    assert watch.rows == [(s % 2 == 0, True, True) for s in range(10)]
-    assert trainer.global_step == 10   # counts student updates only
+    assert watch.rows == [(s % 2 == 0, True, True) for s in range(5)]
+    assert trainer.global_step == 5   # counts student updates only
     assert all(not p.requires_grad for p in method.target_teacher.parameters())
 
 
