@@ -14,6 +14,7 @@ same augmented images.
 
 import pickle
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -116,6 +117,10 @@ def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
+def normalise_batch(batch: dict, mean, std) -> dict:
+    return {**batch, "pixel_values": normalise(batch["pixel_values"], mean, std)}
+
+
 @dataclass(frozen=True)
 class AugmentationPlan:
     offsets: torch.Tensor   # (N, 2) top-left corner of the crop in the padded image, in [0, 2·padding]
@@ -152,13 +157,11 @@ class CifarDataModule(TensorDataModule):
 
     def __init__(self, splits: dict[str, TensorSplit], spec: TaskSpec, data_cfg, mean, std,
                  augment: bool, padding: int, seed: int):
-        super().__init__(splits, spec.eval_splits, data_cfg, transform=self.normalise_batch)
+        # a partial, not a bound method: DataLoader workers can pickle it without the DataModule
+        super().__init__(splits, spec.eval_splits, data_cfg, transform=partial(normalise_batch, mean=mean, std=std))
         self.mean, self.std = list(mean), list(std)
         self.augment, self.padding, self.seed = augment, padding, seed
         self._plan: tuple[int, AugmentationPlan] | None = None
-
-    def normalise_batch(self, batch: dict) -> dict:
-        return {**batch, "pixel_values": normalise(batch["pixel_values"], self.mean, self.std)}
 
     def plan(self, epoch: int) -> AugmentationPlan:
         if self._plan is None or self._plan[0] != epoch:
