@@ -127,6 +127,7 @@ def test_pretrained_keeps_weights_random_keeps_only_architecture(tmp_path):
         assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in original.items()}
     for key, value in pretrained.state_dict().items():
         assert torch.equal(value, original[key]), key
+    assert pretrained.training and random.training        # dropout on for fine-tuning
     weights = [k for k in original if k.endswith(".weight") and "LayerNorm" not in k]
     assert all(not torch.equal(random.state_dict()[k], original[k]) for k in weights)
 
@@ -284,3 +285,20 @@ PAPER_PAIRS = ("bert-large_to_bert-small", "roberta-large_to_distilroberta", "be
 
 def test_paper_pairs_and_minilm_exist():
     assert set(PAPER_PAIRS) | {"minilm"} <= set(MODEL_CONFIGS)
+
+
+@needs_minilm
+def test_minilm_fresh_smaller_stack_override_from_the_command_line():
+    """The override documented in conf/model/minilm.yaml builds a resized, fresh MiniLM."""
+    from hydra import compose, initialize_config_dir
+
+    from kdx.trial import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "model=minilm", "model.student.init=random",
+            "model.student.resize={num_hidden_layers:3,hidden_size:192,intermediate_size:768}"])
+    student = build_student(cfg.model.student, 2, 30522)
+    assert len(student.bert.encoder.layer) == 3 and student.config.hidden_size == 192
+    assert student.config.num_attention_heads == 12 and student.bert.encoder.layer[0].intermediate.dense.out_features == 768

@@ -104,7 +104,9 @@ def from_pretrained(name_or_path: str, num_labels: int, vocab_size: int | None =
     except (OSError, ValueError) as err:
         raise hub_error(name_or_path, err) from None
     check_vocabulary_fits(model, name_or_path, vocab_size)
-    return model
+    # from_pretrained returns eval mode and Lightning keeps a module's mode: without this,
+    # fine-tuning would run without dropout (the frozen teacher is put in eval mode anyway)
+    return model.train()
 
 
 def from_config_of(name_or_path: str, num_labels: int, vocab_size: int | None = None,
