@@ -1,11 +1,15 @@
 """The embedded default task: procedurally generated text classification, fully offline.
 
-Each sentence is a sequence of made-up words. A subset of words are *cues* with a hidden score
-per class; modifier words change the cue that follows them ("not" flips its score, "very"
-doubles it). The label is the class with the highest total score, then a fraction of labels is
-resampled at random (label noise). Bag-of-words models get the cues but not the modifiers, so a
-deeper, wider teacher clearly beats a small student trained on hard labels, and the teacher's
-soft labels (which also average out the noise) give KD something to transfer.
+Each sentence is a sequence of made-up words. A subset of words are *cues*, each with a hidden
+Gaussian score for every class; the label is the class with the highest total score, then a
+fraction of labels is resampled at random (label noise). With many classes and cues, a model
+needs width to hold the evidence: the default teacher (hidden 128) learns the rule while the
+narrow student (hidden 16) trained on hard labels stays far below it, so the teacher's soft
+labels (which also average out the noise) give KD something to transfer.
+
+Optional difficulty knobs add structure that needs attention, not just word counts: modifier
+words change the cue that follows them ("not" flips its score, "very" doubles it), and "never"
+anywhere inverts the whole sentence.
 
 Everything is a deterministic function of `seed` and the size/difficulty knobs in
 conf/task/synthetic.yaml.
@@ -17,13 +21,15 @@ from kdx.errors import KdxError
 from kdx.tasks.base import TaskSpec, TextExample, TextTask
 
 MODIFIERS = {"not": -1.0, "very": 2.0}
+NEGATION = "never"
 
 
 class SyntheticTask(TextTask):
-    def __init__(self, name: str = "synthetic", seed: int = 0, num_labels: int = 3,
-                 vocab_size: int = 300, num_cues: int = 60, train_size: int = 4000,
-                 val_size: int = 1000, min_length: int = 8, max_length_words: int = 24,
-                 cue_rate: float = 0.3, modifier_rate: float = 0.5, label_noise: float = 0.1,
+    def __init__(self, name: str = "synthetic", seed: int = 0, num_labels: int = 5,
+                 vocab_size: int = 300, num_cues: int = 100, train_size: int = 4000,
+                 val_size: int = 1000, min_length: int = 8, max_length_words: int = 16,
+                 cue_rate: float = 0.5, modifier_rate: float = 0.0, negation_rate: float = 0.0,
+                 label_noise: float = 0.1,
                  metrics=("acc",), main_metric: str = "acc", **_):
         if num_cues > vocab_size:
             raise KdxError(f"task.num_cues={num_cues} exceeds task.vocab_size={vocab_size}",
@@ -36,16 +42,21 @@ class SyntheticTask(TextTask):
         self.sizes = {"train": train_size, "val": val_size}
         self.length_range = (min_length, max_length_words)
         self.cue_rate, self.modifier_rate, self.label_noise = cue_rate, modifier_rate, label_noise
+        self.negation_rate = negation_rate
         self.spec = TaskSpec(name=name, num_labels=num_labels, metrics=list(metrics),
                              main_metric=main_metric)
 
     def load_splits(self) -> dict[str, list[TextExample]]:
         rng = np.random.default_rng(self.seed)
-        cue_scores = rng.normal(size=(self.num_cues, self.num_labels))
+        cue_scores = self._cue_scores(rng)
         splits = {}
         for split, size in self.sizes.items():
             splits[split] = [self._example(rng, cue_scores, i) for i in range(size)]
         return splits
+
+    def _cue_scores(self, rng: np.random.Generator) -> np.ndarray:
+        """Each cue carries dense evidence: a Gaussian score for every class."""
+        return rng.normal(size=(self.num_cues, self.num_labels))
 
     def _example(self, rng: np.random.Generator, cue_scores: np.ndarray, idx: int) -> TextExample:
         length = int(rng.integers(self.length_range[0], self.length_range[1] + 1))
@@ -63,6 +74,9 @@ class SyntheticTask(TextTask):
                 factor = 1.0
             else:  # filler word: no effect on the label
                 words.append(f"w{int(rng.integers(self.num_cues, self.vocab_size))}")
+        if rng.random() < self.negation_rate:  # "never" anywhere inverts the whole sentence
+            words.insert(int(rng.integers(len(words) + 1)), NEGATION)
+            score = -score
         label = int(np.argmax(score))
         if rng.random() < self.label_noise:
             label = int(rng.integers(self.num_labels))
