@@ -1,0 +1,180 @@
+"""`python -m kdx.report DIR`: one table over every results.json under DIR.
+
+Rows are (task, model, method[, student init][, --by keys]); each shows the main metric's mean ± std
+over seeds and, against the baseline method of the same task/model/init, the mean paired difference
+and the p-value of a test paired over seeds (trials with the same seed):
+
+    python -m kdx.report multirun/label_regularization --baseline finetune --test wilcoxon
+"""
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scipy import stats
+
+from kdx.errors import KdxError
+from kdx.results import RESULTS_FILE
+
+TESTS = ("ttest", "wilcoxon")
+
+
+@dataclass
+class Row:
+    key: tuple                         # (task, model, method, *extra)
+    metric: str
+    by_seed: dict[int, float] = field(default_factory=dict)
+    teacher: list[float] = field(default_factory=list)
+    diff: float | None = None          # mean over shared seeds of (this - baseline)
+    p_value: float | None = None
+    pairs: int = 0
+
+    @property
+    def values(self) -> list[float]:
+        return [self.by_seed[s] for s in sorted(self.by_seed)]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (n-1); 0 for a single seed."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+
+def config_value(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def load_results(root: Path) -> tuple[list[dict], list[Path]]:
+    """Completed results under `root`, and the files of failed or unreadable trials."""
+    root = Path(root)
+    if not root.exists():
+        raise KdxError(f"no such folder: {root}", "pass the sweep folder (hydra.sweep.dir) or an outputs folder")
+    completed, failed = [], []
+    for path in sorted(root.rglob(RESULTS_FILE)):
+        try:
+            results = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            failed.append(path)
+            continue
+        (completed if results.get("status") == "completed" else failed).append(
+            results if results.get("status") == "completed" else path)
+    return completed, failed
+
+
+def group_keys(results: list[dict], by: list[str]) -> list[str]:
+    """Config keys beyond task/model/method that name a row: the student init where it varies, and `by`."""
+    keys = []
+    inits = {config_value(r.get("config", {}), "model.student.init") for r in results}
+    if len(inits) > 1:
+        keys.append("model.student.init")
+    return keys + [k for k in by if k not in keys]
+
+
+def summarize(results: list[dict], baseline: str = "finetune", test: str = "ttest",
+              by: list[str] | None = None, metric: str | None = None) -> tuple[list[str], list[Row]]:
+    """Rows of the table (sorted), and the names of the extra key columns."""
+    if test not in TESTS:
+        raise KdxError(f"unknown test {test!r}", f"choose one of {', '.join(TESTS)}")
+    extra = group_keys(results, by or [])
+    rows: dict[tuple, Row] = {}
+    for r in results:
+        name = metric or r["main_metric"]["name"]
+        value = r["main_metric"]["value"] if metric is None else r.get("metrics", {}).get(metric)
+        if value is None:
+            continue
+        key = (r["task"], r["model"], r["method"], *(str(config_value(r.get("config", {}), k)) for k in extra))
+        row = rows.setdefault(key, Row(key, name))
+        if r["seed"] in row.by_seed:
+            raise KdxError(f"two results for {key} with seed {r['seed']}",
+                           "report one sweep at a time, or name the differing config key with --by")
+        row.by_seed[r["seed"]] = float(value)
+        teacher = (r.get("teacher_metrics") or {}).get(name)
+        if teacher is not None:
+            row.teacher.append(float(teacher))
+    for key, row in rows.items():
+        base = rows.get((key[0], key[1], baseline, *key[3:]))
+        if base is None or base is row:
+            continue
+        seeds = sorted(set(row.by_seed) & set(base.by_seed))
+        row.pairs = len(seeds)
+        if not seeds:
+            continue
+        mine, theirs = [row.by_seed[s] for s in seeds], [base.by_seed[s] for s in seeds]
+        row.diff = statistics.fmean(a - b for a, b in zip(mine, theirs))
+        row.p_value = paired_p_value(mine, theirs, test)
+    return extra, [rows[k] for k in sorted(rows, key=lambda k: tuple(map(str, k)))]
+
+
+def paired_p_value(a: list[float], b: list[float], test: str) -> float | None:
+    """Two-sided p of "a and b differ", paired by position; None where the test is undefined
+    (fewer than two pairs, or identical values)."""
+    diffs = [x - y for x, y in zip(a, b)]
+    if len(diffs) < 2 or all(d == 0 for d in diffs):
+        return None
+    if test == "wilcoxon":
+        p = stats.wilcoxon(a, b).pvalue
+    else:
+        p = stats.ttest_rel(a, b).pvalue
+    return None if p is None or math.isnan(p) else float(p)
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def table_lines(extra: list[str], rows: list[Row], baseline: str, test: str) -> list[str]:
+    """A Markdown table (readable in a terminal too)."""
+    head = ["task", "model", "method", *extra, "metric", "n", "mean ± std", "teacher",
+            f"Δ vs {baseline}", f"p ({test}, paired)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        teacher = statistics.fmean(row.teacher) if row.teacher else None
+        cells = [*row.key, row.metric, str(len(row.values)), f"{row.mean:.4f} ± {row.std:.4f}", _num(teacher),
+                 "" if row.diff is None else f"{row.diff:+.4f} (n={row.pairs})",
+                 "" if row.diff is None else _num(row.p_value, 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdx.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="folders searched for results.json (recursively)")
+    parser.add_argument("--baseline", default="finetune", help="method the others are compared with")
+    parser.add_argument("--test", default="ttest", choices=TESTS, help="paired test over seeds")
+    parser.add_argument("--metric", default=None, help="a metric other than each trial's main metric")
+    parser.add_argument("--by", action="append", default=[],
+                        help="extra config key that names a row (dotted, e.g. method.loss); repeatable")
+    args = parser.parse_args(argv)
+    try:
+        results, failed = [], []
+        for folder in args.dirs:
+            ok, bad = load_results(folder)
+            results += ok
+            failed += bad
+        if not results:
+            raise KdxError(f"no completed results.json under {', '.join(map(str, args.dirs))}",
+                           "run trials first (python -m kdx -m ... hydra.sweep.dir=DIR), then report DIR")
+        extra, rows = summarize(results, args.baseline, args.test, args.by, args.metric)
+    except KdxError as err:
+        print(f"kdx.report: error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(table_lines(extra, rows, args.baseline, args.test)))
+    if failed:
+        print(f"\n{len(failed)} trial(s) failed or unreadable:", *(f"  {p}" for p in failed), sep="\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Experiment and sweep configs compose; the label-regularisation grid is 600 trials; kdx.report
+aggregates results.json files the way the statistics are written out here by hand."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from kdx import report
+from kdx.__main__ import config_dir
+
+CONF = Path(config_dir())
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
+
+# What each paper setting must choose (METHODS.md §1-6).
+EXPECTED = {
+    "annealing_glue": dict(method="annealing", model="roberta-large_to_distilroberta", lr=2e-5, batch=32,
+                           knobs={"tau_max": 7, "phase1_epochs": 14, "phase2_epochs": 4}),
+    "annealing_cifar10": dict(method="annealing", model="resnet110_to_resnet8", task="vision/cifar10", lr=0.1,
+                              knobs={"tau_max": 10, "phase1_epochs": 200, "phase2_epochs": 200}),
+    "annealing_cifar100": dict(method="annealing", model="resnet110_to_resnet8", task="vision/cifar100", lr=0.1,
+                               knobs={"tau_max": 10, "phase1_epochs": 200, "phase2_epochs": 200}),
+    "continuation_glue": dict(method="continuation", lr=2e-5, batch=64, epochs=30, knobs={"t_max": 10}),
+    "continuation_cifar": dict(method="continuation", lr=0.2, batch=32, epochs=200, knobs={"t_max": 20}),
+    "continuation_toy": dict(method="continuation", model="mlp", task="synthetic/sinusoid"),
+    "combined_glue": dict(method="combined", knobs={"tau_max": 10, "phase1_epochs": 30, "phase2_epochs": 10}),
+    "mate_glue": dict(method="mate", epochs=30, knobs={"generator_steps": 10, "student_steps": 100}),
+    "prokd_glue": dict(method="prokd"),
+    "bpkd_glue": dict(method="bpkd"),
+    "label_regularization": dict(method="label_smoothing"),
+}
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def job_part(cfg):
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    OmegaConf.resolve(job)
+    return job
+
+
+def test_every_paper_setting_has_a_config():
+    assert set(EXPECTED) <= set(EXPERIMENTS)
+    assert "label_regularization" in SWEEPS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_with_the_papers_settings(name):
+    job = job_part(compose_cfg(f"+experiment={name}"))
+    want = EXPECTED.get(name, {})
+    assert job.method.name == want.get("method", job.method.name)
+    assert job.model.name == want.get("model", job.model.name)
+    assert job.task.name == want.get("task", job.task.name)
+    if "lr" in want:
+        assert math.isclose(job.optim.lr, want["lr"])
+    if "batch" in want:
+        assert job.data.batch_size == want["batch"]
+    if "epochs" in want:
+        assert job.trainer.max_epochs == want["epochs"]
+    for knob, value in want.get("knobs", {}).items():
+        assert job.method[knob] == value, knob
+    text = (CONF / "experiment" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_")
+
+
+def test_continuation_schedules_match_the_paper():
+    glue = job_part(compose_cfg("+experiment=continuation_glue")).method.psi
+    assert (glue.ramp_epochs, glue.slope) == (20, pytest.approx(1 / 40))
+    cifar = job_part(compose_cfg("+experiment=continuation_cifar")).method.psi
+    assert (cifar.ramp_epochs, cifar.slope) == (150, pytest.approx(1 / 150))
+
+
+def test_command_line_still_overrides_an_experiment():
+    job = job_part(compose_cfg("+experiment=continuation_toy", "method=kd", "seed=2"))
+    assert (job.method.name, job.model.name, job.seed) == ("kd", "mlp", 2)
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweep_composes_for_each_of_its_values(name):
+    cfg = compose_cfg(f"+sweep={name}")
+    params = cfg.hydra.sweeper.params
+    assert params, "a sweep config sets hydra.sweeper.params"
+    first = [f"{k}={str(v).split(',')[0]}" for k, v in params.items()]
+    last = [f"{k}={str(v).split(',')[-1]}" for k, v in params.items()]
+    for overrides in (first, last):
+        job = job_part(compose_cfg(f"+sweep={name}", *overrides))
+        assert job.task.name and job.model.name and job.method.name
+
+
+def test_label_regularization_grid_is_600_trials():
+    cfg = compose_cfg("+sweep=label_regularization")
+    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    assert len(params["model"]) == 3 and len(params["task"]) == 8 and len(params["seed"]) == 5
+    assert set(params["method"]) == {"finetune", "kd", "label_smoothing", "tf_reg", "self_kd"}
+    assert math.prod(len(v) for v in params.values()) == 600
+    assert cfg.hydra.sweep.dir == "multirun/label_regularization"
+    for option in params["model"]:
+        assert (CONF / "model" / f"{option}.yaml").exists()
+    for option in params["task"]:
+        assert (CONF / "task" / f"{option}.yaml").exists()
+
+
+def test_basic_sweeper_expands_the_grid_to_600_jobs():
+    """The grid as Hydra's own sweeper splits it (what `python -m kdx -m +sweep=...` launches)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    cfg = compose_cfg("+sweep=label_regularization")
+    overrides = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    jobs = [job for batch in batches for job in batch]
+    assert len(jobs) == 600 and len({tuple(j) for j in jobs}) == 600
+
+
+# --- kdx.report -----------------------------------------------------------------------------------
+
+def write_trial(root: Path, name: str, task: str, method: str, seed: int, value: float, init: str = "pretrained",
+                status: str = "completed", teacher: float | None = 0.9, metric: str = "val/acc") -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    data = {"status": status, "trial_key": name, "task": task, "method": method, "model": "tiny", "seed": seed,
+            "main_metric": {"name": metric, "value": value}, "metrics": {metric: value, "val/loss": 1 - value},
+            "teacher_metrics": None if teacher is None else {metric: teacher},
+            "config": {"model": {"student": {"init": init}}, "method": {"name": method}}}
+    if status != "completed":
+        data = {"status": status, "error": "boom", "trial_key": name}
+    (folder / "results.json").write_text(json.dumps(data))
+
+
+FT = [0.70, 0.72, 0.71, 0.69]
+KD = [0.74, 0.73, 0.75, 0.76]
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    for seed, (ft, kd) in enumerate(zip(FT, KD)):
+        write_trial(tmp_path, f"ft{seed}", "glue/sst2", "finetune", seed, ft)
+        write_trial(tmp_path, f"kd{seed}", "glue/sst2", "kd", seed, kd)
+    write_trial(tmp_path, "bad", "glue/sst2", "kd", 9, 0.0, status="failed")
+    return tmp_path
+
+
+def hand_stats(values):
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, std
+
+
+def hand_paired_t_p(a, b):
+    """Two-sided paired t-test written out: t = mean(d) / (sd(d)/sqrt(n)), n-1 degrees of freedom."""
+    from scipy.stats import t as student_t
+
+    d = [x - y for x, y in zip(a, b)]
+    mean, sd = hand_stats(d)
+    t = mean / (sd / math.sqrt(len(d)))
+    return 2 * student_t.sf(abs(t), len(d) - 1)
+
+
+def test_report_mean_std_and_paired_t(sweep):
+    results, failed = report.load_results(sweep)
+    assert len(results) == 8 and len(failed) == 1
+    extra, rows = report.summarize(results, baseline="finetune", test="ttest")
+    assert extra == []
+    by_method = {row.key[2]: row for row in rows}
+    for method, values in (("finetune", FT), ("kd", KD)):
+        mean, std = hand_stats(values)
+        assert by_method[method].mean == pytest.approx(mean)
+        assert by_method[method].std == pytest.approx(std)
+    kd = by_method["kd"]
+    assert kd.diff == pytest.approx(sum(KD) / 4 - sum(FT) / 4)
+    assert kd.p_value == pytest.approx(hand_paired_t_p(KD, FT))
+    assert kd.pairs == 4 and by_method["finetune"].diff is None
+
+
+def test_report_wilcoxon_exact_p(sweep):
+    """4 pairs, all differences positive: the exact two-sided signed-rank p is 2·(1/2)^4."""
+    _, rows = report.summarize(report.load_results(sweep)[0], test="wilcoxon")
+    kd = next(r for r in rows if r.key[2] == "kd")
+    assert kd.p_value == pytest.approx(2 * 0.5 ** 4)
+
+
+def test_report_pairs_only_shared_seeds_and_splits_by_student_init(tmp_path):
+    for seed, value in enumerate([0.5, 0.6, 0.7]):
+        write_trial(tmp_path, f"ft-r{seed}", "t", "finetune", seed, value, init="random")
+    for seed, value in zip([1, 2, 5], [0.8, 0.65, 0.1]):  # seed 5 has no baseline partner
+        write_trial(tmp_path, f"ls-r{seed}", "t", "label_smoothing", seed, value, init="random")
+    write_trial(tmp_path, "ft-p0", "t", "finetune", 0, 0.9, init="pretrained")
+    write_trial(tmp_path, "ls-p0", "t", "label_smoothing", 0, 0.95, init="pretrained")
+    extra, rows = report.summarize(report.load_results(tmp_path)[0])
+    assert extra == ["model.student.init"]
+    rows = {(r.key[2], r.key[3]): r for r in rows}
+    random_ls = rows[("label_smoothing", "random")]
+    assert random_ls.pairs == 2
+    assert random_ls.diff == pytest.approx(((0.8 - 0.6) + (0.65 - 0.7)) / 2)
+    assert random_ls.p_value == pytest.approx(hand_paired_t_p([0.8, 0.65], [0.6, 0.7]))
+    pretrained_ls = rows[("label_smoothing", "pretrained")]
+    assert pretrained_ls.pairs == 1 and pretrained_ls.p_value is None  # one pair: no test
+    assert pretrained_ls.diff == pytest.approx(0.05)
+
+
+def test_report_cli_prints_the_table(sweep, capsys):
+    assert report.main([str(sweep), "--baseline", "finetune", "--test", "ttest"]) == 0
+    out = capsys.readouterr().out
+    mean, std = hand_stats(KD)
+    assert f"{mean:.4f} ± {std:.4f}" in out
+    assert f"{hand_paired_t_p(KD, FT):.3f}" in out
+    assert "1 trial(s) failed" in out
+
+
+def test_report_errors_name_the_fix(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert "no completed results.json" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
