@@ -175,7 +175,7 @@ def test_data_dir_without_the_split_file_names_it(tmp_path):
     (tmp_path / "dev_mismatched.tsv").unlink()
     with pytest.raises(KdxError, match="dev_mismatched.tsv") as err:
         GlueTask(config="mnli", data_dir=str(tmp_path)).splits()
-    assert "has no dev_mismatched.tsv" in err.value.problem
+    assert "lacks dev_mismatched.tsv (GLUE MNLI needs train.tsv, dev_matched.tsv, dev_mismatched.tsv)" in err.value.problem
 
 
 def test_parent_glue_folder_suggests_the_task_folder(tmp_path):

@@ -107,7 +107,7 @@ class GlueTask(TextTask):
             nested = folder / self.layout.folder
             hint = (f"; {nested} looks like the right folder: task.data_dir={nested}"
                     if (nested / "train.tsv").is_file() else "")
-            raise KdxError(f"task.data_dir={folder} has no {' or '.join(missing)} "
+            raise KdxError(f"task.data_dir={folder} lacks {' and '.join(missing)} "
                            f"(GLUE {self.layout.folder} needs {', '.join(self.file_names())})",
                            f"point task.data_dir at the folder of the official GLUE {self.layout.folder} "
                            f"files{hint}")
