@@ -24,7 +24,7 @@ from kdx.resume import EpochSeed
 from kdx.results import RESULTS_FILE, is_completed, read_results, versions, write_json_atomic
 from kdx.summary import print_summary
 from kdx.teacher import Teacher, obtain_teacher, teacher_config
-from kdx.training import best_checkpoint_callback, evaluate, make_trainer, monitor_mode
+from kdx.training import best_checkpoint_callback, evaluate, last_checkpoint_callback, make_trainer, monitor_mode
 from kdx.trial import result_config, trial_key
 
 PHASE_DONE = "phase_done.json"
@@ -181,7 +181,10 @@ def fit_phases(cfg, out_dir: Path, method: Method, student, teacher: Teacher | N
                 state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
                 student.load_state_dict({k[len("student."):]: v for k, v in state.items() if k.startswith("student.")})
             module = DistillationModule(student, method, spec, cfg.optim, teacher.model if teacher else None, phase=index)
-            checkpoint = best_checkpoint_callback(spec, ckpt_dir, cfg.checkpoint.save_last, cfg.checkpoint.every_n_epochs)
+            checkpoint = best_checkpoint_callback(spec, ckpt_dir, cfg.checkpoint.every_n_epochs)
+            callbacks = [checkpoint, EpochSeed(cfg.seed)]
+            if cfg.checkpoint.save_last:
+                callbacks.append(last_checkpoint_callback(ckpt_dir))
             overrides = {}
             if phase.max_epochs is not None:
                 overrides["max_epochs"] = phase.max_epochs
@@ -192,7 +195,7 @@ def fit_phases(cfg, out_dir: Path, method: Method, student, teacher: Teacher | N
                 # Lightning rejects Trainer clipping with manual optimisation: the module clips.
                 module.manual_clip_val = cfg.trainer.get("gradient_clip_val")
                 overrides["gradient_clip_val"] = None
-            trainer = make_trainer(cfg.trainer, callbacks=[checkpoint, EpochSeed(cfg.seed)],
+            trainer = make_trainer(cfg.trainer, callbacks=callbacks,
                                    logger=loggers.for_phase(None if len(phases) == 1 else f"phase{index + 1}-{phase.name}"),
                                    **overrides)
             last = ckpt_dir / "last.ckpt"

@@ -153,7 +153,7 @@ def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_
     module = DistillationModule(model, FineTune(), spec, optim)
     datamodule = make_datamodule(training.batch_size)
     work = folder / "work"
-    best = best_checkpoint_callback(spec, work, save_last=False)
+    best = best_checkpoint_callback(spec, work)
     trajectory = TrajectoryCheckpoints(folder / "trajectory", training.get("trajectory_every_n_steps"))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg.update(max_epochs=training.max_epochs, max_steps=training.max_steps)

@@ -17,14 +17,20 @@ def monitor_mode(spec: TaskSpec) -> str:
     return "min" if spec.main_metric in LOWER_IS_BETTER else "max"
 
 
-def best_checkpoint_callback(spec: TaskSpec, dirpath: Path, save_last: bool = True,
-                             every_n_epochs: int = 1) -> ModelCheckpoint:
-    """Keeps `last.ckpt` (for resume) and the best checkpoint on the task's headline metric."""
+def best_checkpoint_callback(spec: TaskSpec, dirpath: Path, every_n_epochs: int = 1) -> ModelCheckpoint:
+    """Keeps the best checkpoint on the task's headline metric."""
     return ModelCheckpoint(
         dirpath=str(dirpath), filename="best-epoch{epoch:02d}-step{step}", auto_insert_metric_name=False,
-        monitor=spec.main_metric_name, mode=monitor_mode(spec), save_top_k=1, save_last=save_last,
-        every_n_epochs=every_n_epochs,
+        monitor=spec.main_metric_name, mode=monitor_mode(spec), save_top_k=1, every_n_epochs=every_n_epochs,
     )
+
+
+def last_checkpoint_callback(dirpath: Path) -> ModelCheckpoint:
+    """Keeps `last.ckpt`, rewritten at every validation (resume point). ModelCheckpoint's own
+    `save_last` only rewrites it when the best checkpoint improves, which would resume a killed run
+    from a stale epoch."""
+    return ModelCheckpoint(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
 
 
 def make_trainer(trainer_cfg: DictConfig | dict, callbacks=(), logger=False, **overrides) -> L.Trainer:

@@ -84,7 +84,7 @@ class TAKD(KD):
         kd = KD(alpha=self.alpha, temperature=self.temperature, tau_squared=self.tau_squared)
         module = DistillationModule(assistant, kd, spec, cfg.optim, teacher.model)
         datamodule = make_datamodule(cfg.data.batch_size)
-        best = best_checkpoint_callback(spec, folder / "work", save_last=False)
+        best = best_checkpoint_callback(spec, folder / "work")
         trainer = make_trainer(cfg.trainer, callbacks=[best], logger=False, max_epochs=self.epochs(cfg))
         trainer.fit(module, datamodule=datamodule)
         # Without any validation (a step budget inside one epoch) there is no best: keep the last weights.
