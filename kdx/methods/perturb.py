@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdx.errors import KdxError
+from kdx.models.hf import check_shared_vocabulary  # noqa: F401  (re-exported for the methods)
 
 
 def embedding_table(model: nn.Module) -> nn.Embedding:
@@ -16,21 +17,6 @@ def embedding_table(model: nn.Module) -> nn.Embedding:
         raise KdxError(f"{type(model).__name__} has no input word embeddings to perturb",
                        "use Hugging Face text models (teacher, student and generator) for this method")
     return model.get_input_embeddings()
-
-
-def check_shared_vocabulary(method: str, models: dict[str, nn.Module], tokenizer) -> None:
-    """Every model embeds the same token ids: equal embedding tables that cover the tokenizer."""
-    sizes = {name: embedding_table(model).num_embeddings for name, model in models.items()}
-    if len(set(sizes.values())) > 1:
-        listed = ", ".join(f"{name} {size}" for name, size in sizes.items())
-        raise KdxError(f"method={method} feeds one token sequence to {' and '.join(sizes)}, but their "
-                       f"vocabularies differ (embedding rows: {listed})",
-                       "use models that share one tokenizer/vocabulary (e.g. BERT teacher + BERT student "
-                       "+ BERT generator), or a method without input perturbation (e.g. method=kd)")
-    if tokenizer is not None and len(tokenizer) > next(iter(sizes.values())):
-        raise KdxError(f"method={method}: the tokenizer has {len(tokenizer)} tokens but the models embed "
-                       f"only {next(iter(sizes.values()))}",
-                       "use the models' own tokenizer (model.tokenizer.name_or_path)")
 
 
 def content_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

@@ -130,28 +130,29 @@ def vocabulary_size(model: nn.Module) -> int | None:
     return None if embeddings is None else embeddings.num_embeddings
 
 
-def check_shared_vocabulary(teacher: nn.Module, student: nn.Module, tokenizer) -> None:
-    """For methods that feed one token sequence (or one set of token-level perturbations) to both
-    models (MATE-KD, backward-pass KD): both must embed the same vocabulary as the tokenizer."""
-    sizes = {"teacher": vocabulary_size(teacher), "student": vocabulary_size(student)}
-    missing = [who for who, size in sizes.items() if size is None]
+def check_shared_vocabulary(method: str, models: dict[str, nn.Module], tokenizer) -> None:
+    """For methods that feed one token sequence (or token-level perturbations) to several models
+    (MATE-KD, Combined-KD, backward-pass KD): all embed the tokenizer's vocabulary, with one pad id."""
+    sizes = {name: vocabulary_size(model) for name, model in models.items()}
+    missing = [name for name, size in sizes.items() if size is None]
     if missing:
-        raise KdxError(f"this method needs token embeddings shared by teacher and student, but the "
+        raise KdxError(f"method={method} needs token embeddings in every model, but the "
                        f"{' and '.join(missing)} has none (no get_input_embeddings)",
-                       "use Hugging Face text models for both")
-    if sizes["teacher"] != sizes["student"]:
-        raise KdxError(f"teacher and student have different vocabularies ({sizes['teacher']} vs "
-                       f"{sizes['student']} token embeddings), but this method feeds them the same tokens",
+                       "use Hugging Face text models (teacher, student and generator) for this method")
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{name} {size}" for name, size in sizes.items())
+        raise KdxError(f"method={method} feeds one token sequence to {' and '.join(sizes)}, but their "
+                       f"vocabularies differ (token embeddings: {listed})",
                        "use a pair that shares a tokenizer (e.g. model=bert-base_to_distilbert or "
-                       "model=roberta-large_to_distilroberta), or a method that does not need one")
-    if tokenizer is not None and len(tokenizer) > sizes["student"]:
-        raise KdxError(f"the tokenizer has {len(tokenizer)} tokens but the models embed only {sizes['student']}",
+                       "model=roberta-large_to_distilroberta), or a method without input perturbation (method=kd)")
+    size = next(iter(sizes.values()))
+    if tokenizer is not None and len(tokenizer) > size:
+        raise KdxError(f"method={method}: the tokenizer has {len(tokenizer)} tokens but the models embed only {size}",
                        "set model.tokenizer.name_or_path to the tokenizer of the teacher/student checkpoints")
-    pads = {who: getattr(getattr(m, "config", None), "pad_token_id", None)
-            for who, m in (("teacher", teacher), ("student", student))}
+    pads = {name: getattr(getattr(m, "config", None), "pad_token_id", None) for name, m in models.items()}
     pads["tokenizer"] = getattr(tokenizer, "pad_token_id", None)
-    known = {who: p for who, p in pads.items() if p is not None}
+    known = {name: p for name, p in pads.items() if p is not None}
     if len(set(known.values())) > 1:
-        raise KdxError(f"teacher, student and tokenizer disagree on the padding token id ({known}): "
-                       "their vocabularies differ",
+        raise KdxError(f"method={method}: the models and the tokenizer disagree on the padding token id "
+                       f"({known}): their vocabularies differ",
                        "use checkpoints of one model family that share a tokenizer")
