@@ -13,6 +13,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 
+from kdx.errors import KdxError
 from kdx.methods.base import Method, Progress, TrainStep
 from kdx.methods.losses import hard_label_loss
 from kdx.metrics import build_metrics, predictions
@@ -119,15 +120,13 @@ class DistillationModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.optim_cfg
         params = [p for p in self.student.parameters() if p.requires_grad]
-        params += [p for p in self.method.student_side_parameters()] if hasattr(
-            self.method, "student_side_parameters") else []
         if cfg.name == "adamw":
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         elif cfg.name == "sgd":
             optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                         weight_decay=cfg.weight_decay)
         else:
-            raise ValueError(f"optim.name={cfg.name!r}: use adamw or sgd")
+            raise KdxError(f"optim.name={cfg.name!r} is unknown", "use optim.name=adamw or optim.name=sgd")
         total = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = lr_multiplier(cfg, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -156,6 +155,8 @@ def lr_multiplier(cfg, total_steps: int):
             return 1.0
         if kind == "multistep":
             return cfg.get("gamma", 0.1) ** sum(step >= m for m in milestones)
-        raise ValueError(f"optim.schedule={kind!r}: use linear, cosine, constant or multistep")
+        raise KdxError(f"optim.schedule={kind!r} is unknown",
+                       "use optim.schedule=linear, cosine, constant or multistep")
 
+    multiplier(warmup)  # an unknown schedule fails now, not at the first step after warmup
     return multiplier
