@@ -89,6 +89,8 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
     datamodule = task.datamodule(tokenizer, cfg.data)
 
     def datamodule_with_batch(batch_size: int):
+        if batch_size == cfg.data.batch_size:
+            return datamodule  # already encoded: do not tokenize the task twice
         return task.datamodule(tokenizer, OmegaConf.merge(cfg.data, {"batch_size": batch_size}))
 
     teacher: Teacher | None = None
