@@ -77,6 +77,8 @@ def failure(cfg: DictConfig, key: str, resolved: dict, err: Exception) -> dict:
 
 def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers: TrialLoggers) -> dict:
     start = time.time()
+    if cfg.hardware.get("torch_threads"):
+        torch.set_num_threads(int(cfg.hardware.torch_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = instantiate(cfg.task, _recursive_=False)
     spec = task.spec
