@@ -36,10 +36,10 @@ augment() {    # MATE-KD, Combined-KD, backward-pass KD vs KD (shared vocabulary
 }
 
 labelreg() {   # label regularisation with a pre-trained vs a random MiniLM student, SST-2 slice
-  # CPU-sized: 500 training sentences, 32 tokens, 2 epochs; no-teacher methods only by default
+  # CPU-sized: 500 training sentences, 32 tokens, 2 epochs at lr 2e-4 (few steps); no-teacher methods only by default
   # (LR_METHODS=finetune,label_smoothing,tf_reg,kd adds KD, which fine-tunes a MiniLM teacher per seed).
   local common=(model=minilm task=glue/sst2 task.data_dir=$GLUE/SST-2 task.max_train_examples=${LR_TRAIN:-500}
-                task.max_length=32 trainer.max_epochs=2 model.teacher_epochs=2 seed=$SEEDS
+                task.max_length=32 trainer.max_epochs=2 model.lr=2e-4 model.teacher_epochs=2 seed=$SEEDS
                 method=${LR_METHODS:-finetune,label_smoothing,tf_reg})
   # pre-trained: the teacher's layers 0, 2, 4; random: the same 3-layer architecture, fresh weights
   "${KDX[@]}" "${common[@]}" model.student.init=truncated hydra.sweep.dir=$EXP_ROOT/labelreg
