@@ -66,10 +66,11 @@ def load_results(root: Path) -> tuple[list[dict], list[Path]]:
         try:
             results = json.loads(path.read_text())
         except json.JSONDecodeError:
+            results = {}
+        if results.get("status") == "completed":
+            completed.append(results)
+        else:
             failed.append(path)
-            continue
-        (completed if results.get("status") == "completed" else failed).append(
-            results if results.get("status") == "completed" else path)
     return completed, failed
 
 
