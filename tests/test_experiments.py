@@ -145,6 +145,8 @@ def sweep(tmp_path):
         write_trial(tmp_path, f"ft{seed}", "glue/sst2", "finetune", seed, ft)
         write_trial(tmp_path, f"kd{seed}", "glue/sst2", "kd", seed, kd)
     write_trial(tmp_path, "bad", "glue/sst2", "kd", 9, 0.0, status="failed")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "results.json").write_text('{"status": "compl')  # unreadable: counted as failed
     return tmp_path
 
 
@@ -167,7 +169,7 @@ def hand_paired_t_p(a, b):
 
 def test_report_mean_std_and_paired_t(sweep):
     results, failed = report.load_results(sweep)
-    assert len(results) == 8 and len(failed) == 1
+    assert len(results) == 8 and len(failed) == 2
     extra, rows = report.summarize(results, baseline="finetune", test="ttest")
     assert extra == []
     by_method = {row.key[2]: row for row in rows}
@@ -213,7 +215,7 @@ def test_report_cli_prints_the_table(sweep, capsys):
     mean, std = hand_stats(KD)
     assert f"{mean:.4f} ± {std:.4f}" in out
     assert f"{hand_paired_t_p(KD, FT):.3f}" in out
-    assert "1 trial(s) failed" in out
+    assert "2 trial(s) failed" in out
 
 
 def test_report_errors_name_the_fix(tmp_path, capsys):
