@@ -36,7 +36,7 @@ OPTIM = OmegaConf.create({"name": "adamw", "lr": 1e-3, "weight_decay": 0.01, "sc
 # ---- fixtures: a tiny text task, tokenizer and BERT pair -------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    task = SyntheticTask(train_size=40, val_size=16)
+    task = SyntheticTask(train_size=40, val_size=16, num_labels=3)
     tokenizer = build_tokenizer(OmegaConf.create({"kind": "wordpiece", "vocab_size": 200}), task,
                                 tmp_path_factory.mktemp("tok"))
     data = OmegaConf.create({"batch_size": 8, "eval_batch_size": 16, "max_length": 32, "num_workers": 0})
