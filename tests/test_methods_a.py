@@ -330,7 +330,6 @@ def test_annealing_phase2_starts_from_best_phase1_weights(run_kdx, tmp_path, sha
     assert score_of[results["best_checkpoint"]] == max(score_of.values())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["annealing", "continuation", "label_smoothing", "tf_reg", "self_kd", "takd"])
 def test_method_runs_end_to_end(run_kdx, tmp_path, shared_cache, method):
     results = run_kdx(*TINY, f"method={method}", tmp_path=tmp_path, cache_dir=shared_cache)

@@ -462,7 +462,6 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method, extra, terms", [
     ("mate", ALTERNATE, {"loss", "ce", "div", "div_adv", "generator_div", "generator_loss"}),
     ("combined", ALTERNATE, {"loss", "annealed_mse", "annealed_mse_adv", "phi", "ce", "generator_div"}),

@@ -57,7 +57,6 @@ def with_crash(monkeypatch):
     return original
 
 
-@pytest.mark.slow  # three tiny trials: ~1 min of CPU
 def test_resume_in_phase1_reproduces_uninterrupted_run(run_kdx, tmp_path, monkeypatch, record_schedule):
     cache = tmp_path / "cache"
     straight = run_kdx(*TINY, tmp_path=tmp_path / "straight", cache_dir=cache)
