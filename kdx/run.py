@@ -4,6 +4,7 @@
 
 import json
 import logging
+import warnings
 import time
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def quiet_lightning() -> None:
     """Lightning's INFO lines (GPU available, tips, ...) drown the progress bar and the summary."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning 2.6's own use of a torch API deprecated in torch 2.13: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def main(cfg: DictConfig) -> dict:
