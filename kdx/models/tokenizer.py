@@ -1,6 +1,7 @@
 """Tokenizers: a pre-trained one from the checkpoint, or a WordPiece vocabulary trained on the
 task's training text (the tiny pair), cached under the cache dir by content."""
 
+import json
 from pathlib import Path
 
 from filelock import FileLock
@@ -11,6 +12,7 @@ from kdx.errors import KdxError
 from kdx.models.location import hub_error, resolve
 from kdx.trial import digest
 
+BERT_INPUTS = ["input_ids", "token_type_ids", "attention_mask"]  # segment ids for sentence pairs
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
                   "sep_token": "[SEP]", "mask_token": "[MASK]"}
 
@@ -32,6 +34,7 @@ def build_tokenizer(spec: DictConfig, task, cache_dir: str | Path):
 
 def trained_wordpiece(task, vocab_size: int, lowercase: bool, cache_dir) -> PreTrainedTokenizerFast:
     from tokenizers import BertWordPieceTokenizer
+    from tokenizers.processors import BertProcessing
 
     texts = list(task.training_texts())
     key = digest({"texts": digest(texts, 32), "vocab_size": vocab_size, "lowercase": lowercase})
@@ -43,7 +46,24 @@ def trained_wordpiece(task, vocab_size: int, lowercase: bool, cache_dir) -> PreT
             wordpiece = BertWordPieceTokenizer(lowercase=lowercase)
             wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
                                           special_tokens=list(SPECIAL_TOKENS.values()), show_progress=False)
+            # The post-processor is only set up when [CLS]/[SEP] are in the vocabulary at creation
+            # time, i.e. never for a fresh trainer: add it, so inputs read [CLS] text [SEP] as in BERT.
+            wordpiece.post_processor = BertProcessing(
+                (SPECIAL_TOKENS["sep_token"], wordpiece.token_to_id(SPECIAL_TOKENS["sep_token"])),
+                (SPECIAL_TOKENS["cls_token"], wordpiece.token_to_id(SPECIAL_TOKENS["cls_token"])))
             tmp = folder / "tokenizer.json.tmp"
-            wordpiece.save(str(tmp))
+            tmp.write_text(json.dumps(with_canonical_ids(json.loads(wordpiece.to_str()))))
             tmp.replace(path)
-    return PreTrainedTokenizerFast(tokenizer_file=str(path), **SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), model_input_names=BERT_INPUTS, **SPECIAL_TOKENS)
+
+
+def with_canonical_ids(tokenizer_json: dict) -> dict:
+    """The trainer breaks frequency ties in an order that changes from process to process, so the
+    same text would get different token ids (and a differently initialised model) on every fresh
+    cache. Ids are reassigned: special tokens keep theirs, the rest follow sorted order."""
+    vocab = tokenizer_json["model"]["vocab"]
+    specials = [token for token in SPECIAL_TOKENS.values() if token in vocab]
+    assert [vocab[t] for t in specials] == list(range(len(specials))), "special tokens must come first"
+    rest = sorted(t for t in vocab if t not in specials)
+    tokenizer_json["model"]["vocab"] = {t: i for i, t in enumerate(specials + rest)}
+    return tokenizer_json
