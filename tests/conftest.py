@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict, read_write
+from omegaconf import OmegaConf, open_dict, read_write
 
 # Offline and quiet everywhere in the test session: no hub or W&B traffic.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -74,6 +75,23 @@ def run_kdx(monkeypatch):
         return run_composed(compose_trial(composed))
 
     return run_one
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models run as fast on one thread, and far faster than several on a busy, shared CPU
+    (the trials themselves get hardware.torch_threads=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def resolved_job(cfg):
+    """The job part of a composed config (without `hydra`), with every interpolation resolved."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    OmegaConf.resolve(job)
+    return job
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from conftest import compose_trial, resolved_job
 from kdx.__main__ import config_dir
-from kdx.trial import register_resolvers, trial_key
+from kdx.trial import trial_key
 
 CONF = Path(config_dir())
 GROUPS = ("task", "model", "method", "hardware", "logger")
@@ -21,21 +20,13 @@ def options(group: str) -> list[str]:
 
 
 def compose_cfg(*overrides: str):
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-
-
-def resolve_job_part(cfg):
-    job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
-    OmegaConf.resolve(job)
-    return job
+    return compose_trial(list(overrides))
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_group_option_composes(group, option):
     cfg = compose_cfg(f"{group}={option}")
-    job = resolve_job_part(cfg)
+    job = resolved_job(cfg)
     assert job[group] is not None
     for key in ("task", "model", "method", "trainer", "optim", "data", "seed"):
         assert key in job

@@ -6,9 +6,8 @@ import math
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from conftest import compose_trial, resolved_job
 from kdx import report
 from kdx.__main__ import config_dir
 
@@ -36,14 +35,7 @@ EXPECTED = {
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-
-
-def job_part(cfg):
-    job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
-    OmegaConf.resolve(job)
-    return job
+    return compose_trial(list(overrides))
 
 
 def test_every_paper_setting_has_a_config():
@@ -53,7 +45,7 @@ def test_every_paper_setting_has_a_config():
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_with_the_papers_settings(name):
-    job = job_part(compose_cfg(f"+experiment={name}"))
+    job = resolved_job(compose_cfg(f"+experiment={name}"))
     want = EXPECTED.get(name, {})
     assert job.method.name == want.get("method", job.method.name)
     assert job.model.name == want.get("model", job.model.name)
@@ -71,14 +63,14 @@ def test_experiment_composes_with_the_papers_settings(name):
 
 
 def test_continuation_schedules_match_the_paper():
-    glue = job_part(compose_cfg("+experiment=continuation_glue")).method.psi
+    glue = resolved_job(compose_cfg("+experiment=continuation_glue")).method.psi
     assert (glue.ramp_epochs, glue.slope) == (20, pytest.approx(1 / 40))
-    cifar = job_part(compose_cfg("+experiment=continuation_cifar")).method.psi
+    cifar = resolved_job(compose_cfg("+experiment=continuation_cifar")).method.psi
     assert (cifar.ramp_epochs, cifar.slope) == (150, pytest.approx(1 / 150))
 
 
 def test_command_line_still_overrides_an_experiment():
-    job = job_part(compose_cfg("+experiment=continuation_toy", "method=kd", "seed=2"))
+    job = resolved_job(compose_cfg("+experiment=continuation_toy", "method=kd", "seed=2"))
     assert (job.method.name, job.model.name, job.seed) == ("kd", "mlp", 2)
 
 
@@ -90,7 +82,7 @@ def test_sweep_composes_for_each_of_its_values(name):
     first = [f"{k}={str(v).split(',')[0]}" for k, v in params.items()]
     last = [f"{k}={str(v).split(',')[-1]}" for k, v in params.items()]
     for overrides in (first, last):
-        job = job_part(compose_cfg(f"+sweep={name}", *overrides))
+        job = resolved_job(compose_cfg(f"+sweep={name}", *overrides))
         assert job.task.name and job.model.name and job.method.name
 
 

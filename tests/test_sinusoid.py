@@ -18,15 +18,6 @@ from kdx.training import monitor_mode
 CONF = Path(__file__).parents[1] / "conf"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread than on a shared, busy CPU with several."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def yaml_task(**overrides) -> SinusoidTask:
     cfg = OmegaConf.to_container(OmegaConf.load(CONF / "task" / "synthetic" / "sinusoid.yaml"))
     params = {k: v for k, v in cfg.items() if k not in ("defaults", "_target_")}

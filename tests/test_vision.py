@@ -18,15 +18,6 @@ CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 DATA_CFG = OmegaConf.create({"batch_size": 8, "eval_batch_size": 16, "num_workers": 0})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread than on a shared, busy CPU with several."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---- ResNets ------------------------------------------------------------------------------------
 def resnet_parameters_by_formula(depth: int, classes: int, width: int = 16) -> int:
     """3×3 convs without bias, BN (γ, β) after each, option-A shortcuts (no parameters), linear head."""

@@ -23,7 +23,8 @@ from kdx.distill import logits_of
 from kdx.errors import KdxError
 from kdx.methods.base import Method, TrainStep
 from kdx.methods.losses import hard_label_loss, kd_kl, kd_mse
-from kdx.methods.perturb import check_shared_vocabulary, content_positions, embedding_table, special_token_ids
+from kdx.methods.perturb import content_positions, embedding_table, special_token_ids
+from kdx.models.hf import check_shared_vocabulary
 
 NORMS = ("l2", "sign")
 DIVERGENCES = ("mse", "kl")

@@ -21,9 +21,10 @@ from kdx.distill import logits_of
 from kdx.errors import KdxError
 from kdx.methods.base import Method, TrainStep
 from kdx.methods.losses import hard_label_loss
-from kdx.methods.perturb import (check_shared_vocabulary, content_positions, perturbed_embeddings,
+from kdx.methods.perturb import (content_positions, perturbed_embeddings,
                                  sample_mask, special_token_ids, straight_through_gumbel)
 from kdx.models.generator import masked_lm
+from kdx.models.hf import check_shared_vocabulary
 
 
 def mate_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, regression: bool) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Input perturbations shared by the augmentation methods (MATE-KD, Combined-KD, backward-pass KD).
 
 They all feed one perturbed token sequence to teacher and student through each model's own
-embedding table, so all models must share one vocabulary (`check_shared_vocabulary`).
+embedding table, so all models must share one vocabulary (kdx.models.hf.check_shared_vocabulary).
 """
 
 import torch
@@ -9,7 +9,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdx.errors import KdxError
-from kdx.models.hf import check_shared_vocabulary  # noqa: F401  (re-exported for the methods)
 
 
 def embedding_table(model: nn.Module) -> nn.Embedding:
