@@ -3,6 +3,7 @@
 """
 
 import json
+import os
 import logging
 import warnings
 import time
@@ -36,7 +37,8 @@ def output_dir() -> Path:
 
 
 def is_rank_zero() -> bool:
-    return int(__import__("os").environ.get("RANK", 0)) == 0
+    """Only the first process of a DDP run writes results (Lightning's launcher sets these)."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def quiet_lightning() -> None:

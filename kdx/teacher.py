@@ -143,7 +143,7 @@ class TrajectoryCheckpoints(Callback):
 
 def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_datamodule, folder: Path):
     from kdx.distill import DistillationModule
-    from kdx.training import best_checkpoint_callback, evaluate, make_trainer
+    from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process
 
     print(f"[kdx] fine-tuning the teacher once into the teacher store: {folder}")
     training = cfg.teacher_training
@@ -155,7 +155,7 @@ def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_
     work = folder / "work"
     best = best_checkpoint_callback(spec, work)
     trajectory = TrajectoryCheckpoints(folder / "trajectory", training.get("trajectory_every_n_steps"))
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg = single_process(cfg.trainer)
     trainer_cfg.update(max_epochs=training.max_epochs, max_steps=training.max_steps)
     # a teacher run capped by max_steps inside its first epoch must still validate (best checkpoint)
     from kdx.run import validate_before_max_steps

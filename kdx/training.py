@@ -43,6 +43,15 @@ def make_trainer(trainer_cfg: DictConfig | dict, callbacks=(), logger=False, **o
     return L.Trainer(callbacks=callbacks, logger=logger, enable_model_summary=False, **kwargs)
 
 
+def single_process(trainer_cfg: DictConfig | dict) -> dict:
+    """Trainer settings for work done once, before the trial's own (possibly DDP) fit: fine-tuning
+    a teacher or an assistant into the store. Under DDP the other ranks start only at the trial's
+    own fit, so a multi-process fit here would wait forever for them."""
+    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    kwargs.update(devices=1, num_nodes=1, strategy="auto")
+    return kwargs
+
+
 def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConfig | None = None) -> dict:
     """Task metrics of `model` on every evaluation split, on one device (exact: no sampler padding)."""
     from kdx.distill import DistillationModule

@@ -127,3 +127,16 @@ def test_parallel_trials_share_one_teacher(tmp_path):
     assert all(p.returncode == 0 for p in procs), outputs
     assert sum("fine-tuning the teacher" in out for out in outputs) == 1
     assert len(list((tmp_path / "cache" / "teachers").glob("*/teacher.pt"))) == 1
+
+
+def test_ddp_on_cpu_with_two_processes(tmp_path):
+    """hardware=ddp with gloo: the teacher is fine-tuned once in a single process before the DDP fit
+    (the second rank would otherwise never join it), and only rank 0 writes results.json."""
+    proc = run_cli(*SMALL, "hardware=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                   "trainer.enable_progress_bar=false", f"paths.output_root={tmp_path}/out",
+                   f"paths.cache_dir={tmp_path}/cache", env_extra={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("results.json")]
+    assert len(results) == 1 and results[0]["status"] == "completed"
+    assert results[0]["steps"] == 2 * 5  # 300 examples over 2 ranks at batch 32: 5 steps per epoch
+    assert proc.stdout.count("kdx · synthetic") == 1  # one summary, from rank 0

@@ -76,7 +76,7 @@ class TAKD(KD):
 
     def distil_assistant(self, cfg, spec, fresh_assistant, teacher: Teacher, make_datamodule, folder: Path):
         from kdx.distill import DistillationModule
-        from kdx.training import best_checkpoint_callback, evaluate, make_trainer
+        from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process
 
         print(f"[kdx] distilling the teacher assistant once into the teacher store: {folder}")
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -85,7 +85,7 @@ class TAKD(KD):
         module = DistillationModule(assistant, kd, spec, cfg.optim, teacher.model)
         datamodule = make_datamodule(cfg.data.batch_size)
         best = best_checkpoint_callback(spec, folder / "work")
-        trainer = make_trainer(cfg.trainer, callbacks=[best], logger=False, max_epochs=self.epochs(cfg))
+        trainer = make_trainer(single_process(cfg.trainer), callbacks=[best], logger=False, max_epochs=self.epochs(cfg))
         trainer.fit(module, datamodule=datamodule)
         # Without any validation (a step budget inside one epoch) there is no best: keep the last weights.
         if best.best_model_path:
