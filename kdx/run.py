@@ -26,7 +26,8 @@ from kdx.resume import EpochSeed
 from kdx.results import RESULTS_FILE, is_completed, read_results, versions, write_json_atomic
 from kdx.summary import print_summary
 from kdx.teacher import Teacher, obtain_teacher, teacher_config
-from kdx.training import best_checkpoint_callback, evaluate, last_checkpoint_callback, make_trainer, monitor_mode
+from kdx.training import (best_checkpoint_callback, evaluate, last_checkpoint_callback, make_trainer,
+                          monitor_mode, validate_before_max_steps)
 from kdx.trial import result_config, trial_key
 
 PHASE_DONE = "phase_done.json"
@@ -122,8 +123,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
         method.prepare(cfg=cfg, spec=spec, teacher=teacher, student=student, tokenizer=tokenizer)
 
     best_path, steps = fit_phases(cfg, out_dir, method, student, teacher, spec, datamodule, loggers)
-    state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
-    student.load_state_dict({k[len("student."):]: v for k, v in state.items() if k.startswith("student.")})
+    load_student_weights(student, best_path)
     metrics = evaluate(student, spec, datamodule, cfg.trainer)
     teacher_metrics = None
     if teacher is not None:
@@ -162,15 +162,10 @@ def check_compatible(teacher, student, num_labels: int) -> None:
                        "or base models without a classification head")
 
 
-def validate_before_max_steps(trainer_cfg, overrides: dict, datamodule) -> dict:
-    """A run capped by max_steps inside its first epoch would never validate (Lightning validates
-    at epoch ends), so it would have no best checkpoint: validate at the last step instead."""
-    max_steps = overrides.get("max_steps", trainer_cfg.get("max_steps", -1))
-    if max_steps is None or max_steps <= 0 or trainer_cfg.get("val_check_interval") is not None:
-        return {}
-    datamodule.setup("fit")
-    steps_per_epoch = len(datamodule.train_dataloader()) // int(trainer_cfg.get("accumulate_grad_batches", 1))
-    return {"val_check_interval": max_steps} if max_steps < steps_per_epoch else {}
+def load_student_weights(student, checkpoint: Path) -> None:
+    """The student's weights from a DistillationModule checkpoint (which also holds the method's)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    student.load_state_dict({k[len("student."):]: v for k, v in state.items() if k.startswith("student.")})
 
 
 def fit_phases(cfg, out_dir: Path, method: Method, student, teacher: Teacher | None, spec, datamodule,
@@ -187,8 +182,7 @@ def fit_phases(cfg, out_dir: Path, method: Method, student, teacher: Teacher | N
             done = json.loads(done_file.read_text())
         else:
             if index > 0 and phase.restart_from_best and best_path is not None:
-                state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
-                student.load_state_dict({k[len("student."):]: v for k, v in state.items() if k.startswith("student.")})
+                load_student_weights(student, best_path)
             module = DistillationModule(student, method, spec, cfg.optim, teacher.model if teacher else None, phase=index)
             checkpoint = best_checkpoint_callback(spec, ckpt_dir, cfg.checkpoint.every_n_epochs)
             callbacks = [checkpoint, EpochSeed(cfg.seed)]

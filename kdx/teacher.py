@@ -141,9 +141,31 @@ class TrajectoryCheckpoints(Callback):
         self._save(module, f"epoch-{trainer.current_epoch + 1:03d}-step-{trainer.global_step:07d}.pt")
 
 
+def fit_into_store(cfg: DictConfig, spec: TaskSpec, module, datamodule, folder: Path,
+                   callbacks=(), **trainer_overrides) -> dict:
+    """Fits `module` once, in a single process, keeps its best weights as `folder/teacher.pt` and
+    returns their validation metrics (shared by the teacher store and the TAKD assistant)."""
+    from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process, \
+        validate_before_max_steps
+
+    best = best_checkpoint_callback(spec, folder / "work")
+    trainer_cfg = single_process(cfg.trainer)
+    trainer_cfg.update(trainer_overrides)
+    # a run capped by max_steps inside its first epoch must still validate (best checkpoint)
+    trainer_cfg.update(validate_before_max_steps(trainer_cfg, {}, datamodule))
+    trainer = make_trainer(trainer_cfg, callbacks=[best, *callbacks], logger=False)
+    trainer.fit(module, datamodule=datamodule)
+    if best.best_model_path:  # without any validation there is no best: keep the last weights
+        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"])
+    torch.save(module.student.state_dict(), folder / TEACHER_FILE)
+    metrics = evaluate(module.student, spec, datamodule, cfg.trainer)
+    for ckpt in (folder / "work").glob("*.ckpt"):
+        ckpt.unlink()
+    return metrics
+
+
 def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_datamodule, folder: Path):
     from kdx.distill import DistillationModule
-    from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process
 
     print(f"[kdx] fine-tuning the teacher once into the teacher store: {folder}")
     training = cfg.teacher_training
@@ -151,23 +173,9 @@ def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_
     model = build_teacher(cfg.model.teacher, spec.num_labels, vocab_size)
     optim = OmegaConf.merge(cfg.optim, {"lr": training.lr})
     module = DistillationModule(model, FineTune(), spec, optim)
-    datamodule = make_datamodule(training.batch_size)
-    work = folder / "work"
-    best = best_checkpoint_callback(spec, work)
     trajectory = TrajectoryCheckpoints(folder / "trajectory", training.get("trajectory_every_n_steps"))
-    trainer_cfg = single_process(cfg.trainer)
-    trainer_cfg.update(max_epochs=training.max_epochs, max_steps=training.max_steps)
-    # a teacher run capped by max_steps inside its first epoch must still validate (best checkpoint)
-    from kdx.run import validate_before_max_steps
-    trainer_cfg.update(validate_before_max_steps(trainer_cfg, {}, datamodule))
-    trainer = make_trainer(trainer_cfg, callbacks=[best, trajectory], logger=False)
-    trainer.fit(module, datamodule=datamodule)
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
-    torch.save(model.state_dict(), folder / TEACHER_FILE)
-    metrics = evaluate(model, spec, datamodule, cfg.trainer)
-    for ckpt in work.glob("*.ckpt"):
-        ckpt.unlink()
+    metrics = fit_into_store(cfg, spec, module, make_datamodule(training.batch_size), folder, [trajectory],
+                             max_epochs=training.max_epochs, max_steps=training.max_steps)
     write_json_atomic(folder / INFO_FILE, {
         "key": store_key(cfg), "task": cfg.task.name, "seed": cfg.seed, "metrics": metrics,
         "trajectory": trajectory.saved,

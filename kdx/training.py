@@ -43,6 +43,17 @@ def make_trainer(trainer_cfg: DictConfig | dict, callbacks=(), logger=False, **o
     return L.Trainer(callbacks=callbacks, logger=logger, enable_model_summary=False, **kwargs)
 
 
+def validate_before_max_steps(trainer_cfg, overrides: dict, datamodule) -> dict:
+    """A run capped by max_steps inside its first epoch would never validate (Lightning validates
+    at epoch ends), so it would have no best checkpoint: validate at the last step instead."""
+    max_steps = overrides.get("max_steps", trainer_cfg.get("max_steps", -1))
+    if max_steps is None or max_steps <= 0 or trainer_cfg.get("val_check_interval") is not None:
+        return {}
+    datamodule.setup("fit")
+    steps_per_epoch = len(datamodule.train_dataloader()) // int(trainer_cfg.get("accumulate_grad_batches", 1))
+    return {"val_check_interval": max_steps} if max_steps < steps_per_epoch else {}
+
+
 def single_process(trainer_cfg: DictConfig | dict) -> dict:
     """Trainer settings for work done once, before the trial's own (possibly DDP) fit: fine-tuning
     a teacher or an assistant into the store. Under DDP the other ranks start only at the trial's

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import lightning as L
-import torch
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,7 +21,7 @@ from kdx.errors import KdxError
 from kdx.methods.kd import KD
 from kdx.models.student import build, build_student
 from kdx.results import write_json_atomic
-from kdx.teacher import INFO_FILE, TEACHER_FILE, Teacher, load_state, store_key
+from kdx.teacher import INFO_FILE, TEACHER_FILE, Teacher, fit_into_store, load_state, store_key
 from kdx.trial import digest
 
 
@@ -76,23 +75,12 @@ class TAKD(KD):
 
     def distil_assistant(self, cfg, spec, fresh_assistant, teacher: Teacher, make_datamodule, folder: Path):
         from kdx.distill import DistillationModule
-        from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process
 
         print(f"[kdx] distilling the teacher assistant once into the teacher store: {folder}")
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        assistant = fresh_assistant()
         kd = KD(alpha=self.alpha, temperature=self.temperature, tau_squared=self.tau_squared)
-        module = DistillationModule(assistant, kd, spec, cfg.optim, teacher.model)
-        datamodule = make_datamodule(cfg.data.batch_size)
-        best = best_checkpoint_callback(spec, folder / "work")
-        trainer = make_trainer(single_process(cfg.trainer), callbacks=[best], logger=False, max_epochs=self.epochs(cfg))
-        trainer.fit(module, datamodule=datamodule)
-        # Without any validation (a step budget inside one epoch) there is no best: keep the last weights.
-        if best.best_model_path:
-            module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"])
-        torch.save(assistant.state_dict(), folder / TEACHER_FILE)
-        metrics = evaluate(assistant, spec, datamodule, cfg.trainer)
-        for ckpt in (folder / "work").glob("*.ckpt"):
-            ckpt.unlink()
+        module = DistillationModule(fresh_assistant(), kd, spec, cfg.optim, teacher.model)
+        metrics = fit_into_store(cfg, spec, module, make_datamodule(cfg.data.batch_size), folder,
+                                 max_epochs=self.epochs(cfg))
         write_json_atomic(folder / INFO_FILE, {"task": cfg.task.name, "seed": cfg.seed, "metrics": metrics,
                                                "teacher_source": teacher.source, "recipe": self.recipe(cfg)})
