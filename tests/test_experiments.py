@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_trial, resolved_job
+from tests.conftest import compose_trial, resolved_job
 from kdx import report
 from kdx.__main__ import config_dir
 
