@@ -1,9 +1,16 @@
 """DistillationModule: the LightningModule of one trial.
 
-Holds the student (trained), the teacher (frozen: eval mode, no grad, outside the module tree so
-it is neither checkpointed nor DDP-wrapped), and the method (which may own extra modules). The
-method computes the loss terms; this module logs them, steps the optimizer with the LR schedule,
-and evaluates the task metrics on every evaluation split.
+Holds the student (trained), the frozen teacher (eval mode, no grad, outside the module tree so
+it is neither checkpointed nor DDP-wrapped) and the method (which may own extra modules). The
+method computes the loss terms; this module runs the forward passes the method asked for, logs
+every term, steps the optimizers with the LR schedule, and evaluates the task metrics on every
+evaluation split.
+
+Methods that declare optimizers of their own (MATE-KD's generator, online Pro-KD's teacher) run
+in manual optimisation: per batch, the method names the optimizers that step, in order; each
+steps under `toggled_optimizer` (the other parameters get no gradient) with its own clipping.
+The first is the batch's Lightning step; later ones step the raw optimizer, so the global step
+counts batches whatever the pattern. The student's LR schedule advances once per batch.
 """
 
 import math
@@ -14,27 +21,16 @@ import torch
 import torch.nn as nn
 
 from kdx.errors import KdxError
-from kdx.methods.base import Method, Progress, TrainStep
-from kdx.methods.losses import hard_label_loss
+from kdx.losses import task_loss
+from kdx.methods.base import STUDENT, Method, Progress, TrainStep
 from kdx.metrics import build_metrics, predictions
+from kdx.models.outputs import ModelOutputs, enable_outputs, forward, freeze
 from kdx.tasks.base import TaskSpec, model_inputs
-
-
-def logits_of(model: nn.Module, **inputs) -> torch.Tensor:
-    out = model(**inputs)
-    return out.logits if hasattr(out, "logits") else out
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, method: Method, spec: TaskSpec, optim_cfg,
-                 teacher: nn.Module | None = None, phase: int = 0):
+                 teacher: nn.Module | None = None, phase: int = 0, student_clip: float | None = None):
         super().__init__()
         self.student = student
         self.method = method
@@ -43,19 +39,22 @@ class DistillationModule(L.LightningModule):
         self.phase = phase
         # Kept out of the module tree: not saved in checkpoints, not moved/wrapped by strategies.
         self.__dict__["teacher"] = freeze(teacher) if teacher is not None else None
-        # Methods with their own optimizers (MATE-KD generator, online Pro-KD teacher) step by hand.
-        self.automatic_optimization = not getattr(method, "manual_optimization", False)
-        self.manual_clip_val: float | None = None   # the student's clip norm in manual mode (run.py)
+        enable_outputs(student, method.outputs, "student")
+        if teacher is not None:
+            enable_outputs(teacher, method.outputs, "teacher")
+        self.extras = {extra.name: extra for extra in method.extra_optimizers()}
+        self.automatic_optimization = not self.extras
+        self.student_clip = student_clip   # manual mode: Lightning refuses Trainer clipping there
         self.val_metrics = nn.ModuleList([build_metrics(spec, s) for s in spec.eval_splits])
 
     # ---- forward passes -------------------------------------------------------------------
-    def student_forward(self, **inputs) -> torch.Tensor:
-        return logits_of(self.student, **inputs)
+    def student_forward(self, **inputs) -> ModelOutputs:
+        return forward(self.student, inputs, self.method.outputs)
 
     @torch.no_grad()
-    def teacher_forward(self, **inputs) -> torch.Tensor:
+    def teacher_forward(self, **inputs) -> ModelOutputs:
         self.teacher.eval()
-        return logits_of(self.teacher, **inputs)
+        return forward(self.teacher, inputs, self.method.outputs)
 
     def on_fit_start(self):
         if self.teacher is not None:
@@ -70,48 +69,66 @@ class DistillationModule(L.LightningModule):
                         total_steps=int(self.trainer.estimated_stepping_batches), phase=self.phase)
 
     def make_step(self, batch) -> TrainStep:
-        return TrainStep(batch=batch, labels=batch["labels"], regression=self.spec.is_regression,
-                         progress=self.progress(), student_forward=self.student_forward,
-                         teacher_forward=self.teacher_forward if self.teacher is not None else None,
-                         inputs=model_inputs(batch))
+        return TrainStep(batch=batch, labels=batch["labels"], family=self.spec.family,
+                         progress=self.progress(), inputs=model_inputs(batch),
+                         student_forward=self.student_forward,
+                         teacher_forward=self.teacher_forward if self.teacher is not None else None)
 
-    def training_step(self, batch, batch_idx):
-        if not self.automatic_optimization:
-            return self.manual_training_step(batch, batch_idx)
-        terms = self.method.losses(self.make_step(batch))
+    def log_terms(self, terms: dict, batch) -> None:
         batch_size = batch["labels"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=(name == "loss"), batch_size=batch_size)
+
+    def training_step(self, batch, batch_idx):
+        step = self.make_step(batch)
+        if not self.automatic_optimization:
+            return self.manual_training_step(step, batch)
+        terms = self.method.losses(step)
+        self.log_terms(terms, batch)
         return terms["loss"]
 
-    def manual_training_step(self, batch, batch_idx):
-        """The method steps its optimizers; the student's LR schedule advances once per batch, so
-        it stays a function of the batch count whatever the method's step pattern."""
-        terms = self.method.manual_training_step(self, self.make_step(batch), batch_idx)
+    def manual_training_step(self, step: TrainStep, batch):
+        names = [STUDENT, *self.extras]
+        optimizers = dict(zip(names, self.optimizers()))
+        logged = {}
+        for position, name in enumerate(self.method.optimizer_sequence(step.progress)):
+            optimizer = optimizers[name]
+            with self.toggled_optimizer(optimizer):
+                if name == STUDENT:
+                    terms = self.method.losses(step)
+                    logged.update(terms)
+                else:
+                    terms = self.method.extra_losses(name, step)
+                    logged.update({k: v for k, v in terms.items() if k != "loss"})
+                optimizer.zero_grad()
+                self.manual_backward(terms["loss"])
+                clip = self.student_clip if name == STUDENT else self.extras[name].clip
+                if clip:
+                    self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+                if position == 0:
+                    optimizer.step()             # counts as the batch's global step
+                else:
+                    optimizer.optimizer.step()   # the raw optimizer: no second count
         with warnings.catch_warnings():  # a batch without a student step (e.g. a generator step)
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.lr_schedulers().step()
-        batch_size = batch["labels"].shape[0]
-        for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), prog_bar=(name == "loss"), batch_size=batch_size)
+        self.log_terms(logged, batch)
         return None
-
-    def clip_student_gradients(self, optimizer) -> None:
-        """Manual mode: Lightning refuses Trainer(gradient_clip_val), so the module clips."""
-        if self.manual_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.manual_clip_val, gradient_clip_algorithm="norm")
 
     # ---- evaluation -----------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        logits = self.student_forward(**model_inputs(batch))
+        logits = forward(self.student, model_inputs(batch)).logits
         split = self.spec.eval_splits[dataloader_idx]
-        loss = hard_label_loss(logits, batch["labels"], self.spec.is_regression)
+        loss = task_loss(self.spec.family, logits, batch["labels"])
         self.log(f"{split}/loss", loss, batch_size=batch["labels"].shape[0], add_dataloader_idx=False,
                  sync_dist=True)
-        self.val_metrics[dataloader_idx].update(predictions(logits, self.spec.is_regression), batch["labels"])
+        if self.spec.metrics:
+            self.val_metrics[dataloader_idx].update(predictions(logits, self.spec.family), batch["labels"])
 
     def on_validation_epoch_end(self):
         for collection in self.val_metrics:
+            if not len(collection):
+                continue
             values = collection.compute()
             self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=True, sync_dist=False)
             collection.reset()
@@ -133,7 +150,7 @@ class DistillationModule(L.LightningModule):
         student = {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         if self.automatic_optimization:
             return student
-        return [student] + [{"optimizer": extra} for extra in self.method.configure_extra_optimizers()]
+        return [student] + [{"optimizer": extra.make()} for extra in self.extras.values()]
 
 
 def lr_multiplier(cfg, total_steps: int):

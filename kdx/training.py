@@ -1,14 +1,27 @@
-"""Building Lightning Trainers and evaluating a model, shared by the trial and the teacher store."""
+"""The training layer: Lightning Trainers, a method's phases (each resumable from its own
+`last.ckpt`), the best checkpoint over all phases, exact evaluation, and the rank checks that keep
+a DDP run's writing to its first process. Shared by the trial and the teacher store.
+"""
 
+import json
+import os
 from pathlib import Path
 
 import lightning as L
+import torch
 import torch.nn as nn
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from kdx.distill import DistillationModule
+from kdx.errors import KdxError
+from kdx.methods.base import Budget, Method
 from kdx.methods.finetune import FineTune
+from kdx.results import write_json_atomic
+from kdx.resume import EpochSeed
 from kdx.tasks.base import TaskSpec
+
+PHASE_DONE = "phase_done.json"
 
 LOWER_IS_BETTER = {"mse", "loss"}
 
@@ -65,12 +78,8 @@ def single_process(trainer_cfg: DictConfig | dict) -> dict:
 
 def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConfig | None = None) -> dict:
     """Task metrics of `model` on every evaluation split, on one device (exact: no sampler padding)."""
-    from kdx.distill import DistillationModule
-
     module = DistillationModule(model, FineTune(), spec, optim_cfg=None)
-    accelerator = (trainer_cfg or {}).get("accelerator", "cpu") if trainer_cfg is not None else "cpu"
-    if accelerator == "auto":
-        accelerator = "auto"
+    accelerator = (trainer_cfg or {}).get("accelerator", "cpu")
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False)
     results = trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -78,3 +87,77 @@ def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConf
     for r in results:
         merged.update({k: float(v) for k, v in r.items()})
     return dict(sorted(merged.items()))
+
+
+def is_rank_zero() -> bool:
+    """Only the first process of a DDP run writes results (Lightning's launcher sets these)."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def budget(trainer_cfg: DictConfig) -> Budget:
+    return Budget(max_epochs=trainer_cfg.get("max_epochs"), max_steps=trainer_cfg.get("max_steps"))
+
+
+def load_student_weights(student: nn.Module, checkpoint: Path) -> None:
+    """The student's weights from a DistillationModule checkpoint (which also holds the method's)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    student.load_state_dict({k[len("student."):]: v for k, v in state.items() if k.startswith("student.")})
+
+
+def fit_phases(cfg: DictConfig, out_dir: Path, method: Method, student: nn.Module, teacher: nn.Module | None,
+               spec: TaskSpec, datamodule, loggers) -> tuple[Path, int]:
+    """Runs the method's phases in order, each resumable from its own last.ckpt (a finished phase
+    leaves phase_done.json and is not run again); returns the best checkpoint over all phases and
+    the total optimizer steps."""
+    phases = method.phases(budget(cfg.trainer))
+    best_path, best_score, steps = None, None, 0
+    sign = 1 if monitor_mode(spec) == "max" else -1
+    for index, phase in enumerate(phases):
+        name = None if len(phases) == 1 else f"phase{index + 1}-{phase.name}"
+        ckpt_dir = out_dir / "checkpoints" / name if name else out_dir / "checkpoints"
+        done_file = ckpt_dir / PHASE_DONE
+        if done_file.exists():
+            done = json.loads(done_file.read_text())
+        else:
+            if index > 0 and phase.restart_from_best and best_path is not None:
+                load_student_weights(student, best_path)
+            done = fit_phase(cfg, method, student, teacher, spec, datamodule, phase, index, ckpt_dir,
+                             loggers.for_phase(name))
+            if is_rank_zero():
+                write_json_atomic(done_file, done)
+        steps += done["steps"]
+        if best_score is None or sign * done["best_score"] >= sign * best_score:
+            best_path, best_score = Path(done["best_path"]), done["best_score"]
+    return best_path, steps
+
+
+def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.Module | None, spec: TaskSpec,
+              datamodule, phase, index: int, ckpt_dir: Path, loggers) -> dict:
+    """One phase: a fresh module and optimizer, resumed from the phase's last.ckpt when there is one."""
+    manual = bool(method.extra_optimizers())
+    # Lightning rejects Trainer clipping with manual optimisation: the module clips instead.
+    clip = cfg.trainer.get("gradient_clip_val") if manual else None
+    module = DistillationModule(student, method, spec, cfg.optim, teacher, phase=index, student_clip=clip)
+    checkpoint = best_checkpoint_callback(spec, ckpt_dir, cfg.checkpoint.every_n_epochs)
+    callbacks = [checkpoint, EpochSeed(cfg.seed)]
+    if cfg.checkpoint.save_last:
+        callbacks.append(last_checkpoint_callback(ckpt_dir))
+    overrides = {}
+    if phase.max_epochs is not None:
+        overrides["max_epochs"] = phase.max_epochs
+    if phase.max_steps is not None:
+        overrides["max_steps"] = phase.max_steps
+    overrides.update(validate_before_max_steps(cfg.trainer, overrides, datamodule))
+    if manual:
+        overrides["gradient_clip_val"] = None
+    trainer = make_trainer(cfg.trainer, callbacks=callbacks, logger=loggers, **overrides)
+    last = ckpt_dir / "last.ckpt"
+    if last.exists():
+        print(f"[kdx] resuming from {last}")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    if not checkpoint.best_model_path:
+        raise KdxError("training ended before any evaluation, so there is no best checkpoint",
+                       "train for at least one epoch, or set trainer.val_check_interval so that "
+                       "validation runs within trainer.max_steps")
+    return {"best_path": checkpoint.best_model_path, "best_score": float(checkpoint.best_model_score),
+            "steps": int(trainer.global_step)}

@@ -1,17 +1,69 @@
-"""The method interface.
+"""The method contract (docs/architecture.md, "The method contract").
 
-A method turns one training batch into named loss terms. `losses(step)` returns a dict whose
-`loss` entry is the total to minimise; every other entry is an unweighted term that the
-DistillationModule logs under `train/<name>`. Everything a method needs comes from `step`:
-the batch, the student and (frozen) teacher forward passes, and training progress. Schedules
-are pure functions of `step.progress`, so a resumed run continues them exactly.
+A method is one module and one YAML file. It *declares* what it needs and the layers above provide
+it; it never imports the trial driver, the training loop, the teacher store or the LightningModule.
+
+- `learns_from`: what the student learns from — one of LEARNS_FROM. The teacher store provides
+  it before the student is built (fine-tuning teacher, self-teacher or assistant once, keyed and
+  locked).
+- `outputs`: which model outputs the losses read beyond logits (hidden states, attention maps).
+- `setup(context)`: called once with everything the method may need (task spec, tokenizer,
+  student, teacher, trajectory, the trainer's budget); builds the method's own modules.
+- `phases(budget)`: the training phases (Annealing-KD: anneal, then CE), from the trainer budget.
+- `losses(step)`: the student's loss terms for one batch — `loss` is the total to minimise,
+  every other entry an unweighted term logged as `train/<name>`.
+- `extra_optimizers()` / `optimizer_sequence(progress)` / `extra_losses(name, step)`: methods
+  that train more than the student (MATE-KD's generator, online Pro-KD's teacher) declare their
+  optimizers, which ones step on a batch, and each one's loss; the LightningModule runs the
+  alternation (toggling, backward, clipping, stepping).
+
+Schedules are pure functions of `step.progress`, so a resumed run continues them exactly.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
+
+from kdx.models.outputs import LOGITS_ONLY, ModelOutputs, OutputRequest
+from kdx.tasks.base import TaskSpec
+
+# What a method learns from, provided by the teacher store:
+#   none            no teacher (fine-tuning, label smoothing, teacher-free KD)
+#   teacher         the pair's teacher, fine-tuned on the task (model.teacher)
+#   self            a fine-tuned, frozen copy of the student's own architecture and init (self-KD)
+#   assistant       a model.assistant distilled from the teacher with the method's own loss (TAKD)
+#   trajectory      the teacher plus its fine-tuning checkpoints in order (Pro-KD replay)
+#   online_teacher  an untrained copy of the pair's teacher that the method trains itself (Pro-KD online)
+LEARNS_FROM = ("none", "teacher", "self", "assistant", "trajectory", "online_teacher")
+# The sources that arrive as a trained model, frozen for the whole trial.
+FROZEN_SOURCES = ("teacher", "self", "assistant", "trajectory")
+STUDENT = "student"   # the name of the student's optimizer in optimizer_sequence
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The trainer's limits for the whole trial (a method splits them into phases)."""
+
+    max_epochs: int | None = None     # None / -1: bounded by steps only
+    max_steps: int | None = None      # None / -1: bounded by epochs only
+
+
+@dataclass
+class SetupContext:
+    """Everything a method may use to set itself up (before training starts)."""
+
+    spec: TaskSpec
+    student: nn.Module
+    tokenizer: object | None = None
+    teacher: nn.Module | None = None                 # frozen (teacher, self, assistant, trajectory)
+    teacher_source: str | None = None                # where it came from, for messages
+    trajectory: list[Path] = field(default_factory=list)   # teacher checkpoints, in training order
+    new_teacher: Callable[[], nn.Module] | None = None      # online_teacher: an untrained teacher copy
+    budget: Budget = Budget()
+    gradient_clip_val: float | None = None           # the student's clip norm (trainer.gradient_clip_val)
 
 
 @dataclass(frozen=True)
@@ -31,21 +83,33 @@ class Progress:
 
 @dataclass
 class TrainStep:
+    """One training batch as a method sees it."""
+
     batch: dict
     labels: torch.Tensor
-    regression: bool
+    family: str                                          # the task family (kdx/tasks/families.py)
     progress: Progress
-    student_forward: Callable[..., torch.Tensor]       # f(**inputs) -> logits
-    teacher_forward: Callable[..., torch.Tensor] | None  # no grad; None without a teacher
-    inputs: dict                                        # the model inputs of `batch`
+    inputs: dict                                         # the model inputs of `batch`
+    student_forward: Callable[..., ModelOutputs]         # f(**inputs) -> ModelOutputs (with the method's outputs)
+    teacher_forward: Callable[..., ModelOutputs] | None  # no grad; None without a frozen teacher
 
-    def student_logits(self, **overrides) -> torch.Tensor:
+    @property
+    def regression(self) -> bool:
+        return self.family == "regression"
+
+    def student(self, **overrides) -> ModelOutputs:
         return self.student_forward(**{**self.inputs, **overrides})
 
-    def teacher_logits(self, **overrides) -> torch.Tensor:
+    def teacher(self, **overrides) -> ModelOutputs:
         if self.teacher_forward is None:
-            raise RuntimeError("this method needs a teacher, but the trial has none")
+            raise RuntimeError("this method reads a teacher, but the trial has none")
         return self.teacher_forward(**{**self.inputs, **overrides})
+
+    def student_logits(self, **overrides) -> torch.Tensor:
+        return self.student(**overrides).logits
+
+    def teacher_logits(self, **overrides) -> torch.Tensor:
+        return self.teacher(**overrides).logits
 
 
 @dataclass(frozen=True)
@@ -53,42 +117,54 @@ class Phase:
     """One stage of a multi-phase method (Annealing-KD: the annealing phase, then CE)."""
 
     name: str
-    max_epochs: int | None = None     # None: trainer.max_epochs
-    max_steps: int | None = None      # None: trainer.max_steps
+    max_epochs: int | None = None     # None: the trainer's max_epochs
+    max_steps: int | None = None      # None: the trainer's max_steps
     restart_from_best: bool = True    # start from the best checkpoint of the previous phase
     fresh_optimizer: bool = True
 
 
+@dataclass
+class ExtraOptimizer:
+    """An optimizer of the method's own modules, stepped by the LightningModule."""
+
+    name: str
+    make: Callable[[], torch.optim.Optimizer]
+    clip: float | None = None         # gradient-norm clip of its parameters (None: no clipping)
+
+
 class Method(nn.Module):
-    """Base class. Subclasses set `name`, `needs_teacher` and implement `losses`."""
+    """Base class. Subclasses set `name`, `learns_from` (and `outputs`) and implement `losses`."""
 
     name: str = "method"
-    needs_teacher: bool = False
-    # Which spec the teacher is built from: "teacher" (model.teacher) or "student" (self-KD: a
-    # fine-tuned copy of the student's architecture, kept in the teacher store under its own key).
-    teacher_spec: str = "teacher"
+    learns_from: str = "none"
+    outputs: OutputRequest = LOGITS_ONLY
+    # learns_from="assistant": epochs of the assistant's distillation (None: the trainer's max_epochs)
+    assistant_epochs: int | None = None
 
-    def teacher_for_student(self, teacher, cfg, spec, vocab_size, make_datamodule):
-        """The model the student learns from, given the trial's teacher (TAKD: an assistant
-        distilled from it). Default: the teacher itself."""
-        return teacher
+    @property
+    def needs_frozen_teacher(self) -> bool:
+        return self.learns_from in FROZEN_SOURCES
 
-    def phases(self) -> list[Phase]:
+    def setup(self, context: SetupContext) -> None:
+        """Called once before training; the default needs nothing."""
+
+    def phases(self, budget: Budget) -> list[Phase]:
         return [Phase("train", restart_from_best=False)]
 
     def losses(self, step: TrainStep) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    # Methods that step more than the student's optimizer (MATE-KD's generator, Pro-KD's online
-    # teacher) set `manual_optimization = True`: the DistillationModule then calls
-    # `manual_training_step` instead of `losses`, appends `configure_extra_optimizers()` after the
-    # student's optimizer (module.optimizers()[0]), clips the student with trainer.gradient_clip_val
-    # (module.manual_clip_val) and advances the student's LR schedule once per batch.
-    manual_optimization: bool = False
-
-    def configure_extra_optimizers(self) -> list[torch.optim.Optimizer]:
+    # ---- methods with optimizers of their own -------------------------------------------------
+    def extra_optimizers(self) -> list[ExtraOptimizer]:
+        """Optimizers besides the student's; any makes the module step them by hand."""
         return []
 
-    def manual_training_step(self, module, step: TrainStep, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Does the batch's optimizer steps itself; returns the loss terms to log."""
-        raise NotImplementedError
+    def optimizer_sequence(self, progress: Progress) -> list[str]:
+        """The optimizers that step on this batch, in order (STUDENT or an extra's name). The
+        first one's step is the batch's global step; Lightning's step counter sees only that one."""
+        return [STUDENT]
+
+    def extra_losses(self, name: str, step: TrainStep) -> dict[str, torch.Tensor]:
+        """The loss of extra optimizer `name`: `loss` is what it minimises (not logged); every other
+        entry is logged as `train/<entry>`."""
+        raise NotImplementedError(f"{type(self).__name__} declares optimizer {name!r} but no loss for it")

@@ -1,4 +1,4 @@
-"""Backward-pass KD (Jafari et al., arXiv 2301.12006), METHODS.md §6: auxiliary samples where the
+"""Backward-pass KD (Jafari et al., arXiv 2301.12006), docs/methods.md §6: auxiliary samples where the
 student diverges most from the teacher, found by gradient ascent in the word-embedding space.
 
     x = word embeddings of the batch (each model's own table, one shared vocabulary)
@@ -19,12 +19,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdx.distill import logits_of
 from kdx.errors import KdxError
-from kdx.methods.base import Method, TrainStep
-from kdx.methods.losses import hard_label_loss, kd_kl, kd_mse
+from kdx.losses import distillation_term, hard_label_loss
+from kdx.methods.base import Method, SetupContext, TrainStep
 from kdx.methods.perturb import content_positions, embedding_table, special_token_ids
 from kdx.models.hf import check_shared_vocabulary
+from kdx.models.outputs import logits_of
 
 NORMS = ("l2", "sign")
 DIVERGENCES = ("mse", "kl")
@@ -54,7 +54,7 @@ def nearest_tokens(points: list[torch.Tensor], tables: list[torch.Tensor], how: 
 
 
 class BackwardPassKD(Method):
-    needs_teacher = True
+    learns_from = "teacher"
 
     def __init__(self, name: str = "bpkd", alpha: float = 0.5, temperature: float = 2.0,
                  tau_squared: bool = True, eta: float = 0.1, steps: int = 1, norm: str = "l2",
@@ -73,20 +73,19 @@ class BackwardPassKD(Method):
         self.ratio, self.project_to_tokens = ratio, project_to_tokens
         self.special_ids: list[int] = []
 
-    def prepare(self, cfg=None, spec=None, teacher=None, student=None, tokenizer=None, **_):
+    def setup(self, context: SetupContext) -> None:
+        tokenizer = context.tokenizer
         if tokenizer is None:
             raise KdxError(f"method={self.name} perturbs word embeddings, so it needs a text task with a tokenizer",
                            "use a text task (e.g. task=synthetic or task=glue/sst2)")
-        check_shared_vocabulary(self.name, {"teacher": teacher.model, "student": student}, tokenizer)
-        # Plain references, not submodules: the DistillationModule owns both models.
-        self.__dict__["teacher_model"], self.__dict__["student_model"] = teacher.model, student
+        check_shared_vocabulary(self.name, {"teacher": context.teacher, "student": context.student}, tokenizer)
+        # Plain references, not submodules: the trial owns both models.
+        self.__dict__["teacher_model"], self.__dict__["student_model"] = context.teacher, context.student
         self.special_ids = special_token_ids(tokenizer)
 
     # ---- the divergences ------------------------------------------------------------------
     def kd_term(self, student_logits, teacher_logits, regression: bool) -> torch.Tensor:
-        if regression:
-            return kd_mse(student_logits, teacher_logits)
-        return kd_kl(student_logits, teacher_logits, self.temperature, self.tau_squared)
+        return distillation_term(student_logits, teacher_logits, regression, self.temperature, self.tau_squared)
 
     def ascent_objective(self, student_logits, teacher_logits, regression: bool) -> torch.Tensor:
         """D(T(x), S(x)) summed over samples (so each sample's gradient is its own)."""
@@ -126,7 +125,8 @@ class BackwardPassKD(Method):
         count = math.ceil(self.ratio * step.labels.shape[0])
         subset = {k: v[:count] for k, v in step.inputs.items()}
         teacher_inputs, student_inputs = self.auxiliary_inputs(subset, step.regression)
-        kd_aux = self.kd_term(step.student_forward(**student_inputs), step.teacher_forward(**teacher_inputs),
+        kd_aux = self.kd_term(step.student_forward(**student_inputs).logits,
+                             step.teacher_forward(**teacher_inputs).logits,
                               step.regression)
         total = (1 - self.alpha) * ce + self.alpha * (kd + kd_aux)
         return {"loss": total, "ce": ce, "kd": kd, "kd_aux": kd_aux}

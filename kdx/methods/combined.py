@@ -1,4 +1,4 @@
-"""Combined-KD (Li et al., Findings of EMNLP 2021), METHODS.md §5: MATE-KD's adversarial
+"""Combined-KD (Li et al., Findings of EMNLP 2021), docs/methods.md §5: MATE-KD's adversarial
 augmentation with Annealing-KD's two-phase schedule, all on raw logits.
 
     generator steps (10 of 110):   max_G  MSE(S(x̃), T(x̃))
@@ -11,40 +11,42 @@ split are Annealing-KD's (kdx/methods/annealing.py, kdx/methods/schedules.py).
 
 import torch
 
-from kdx.methods.annealing import AnnealingKD
-from kdx.methods.base import Phase, TrainStep
-from kdx.methods.losses import hard_label_loss, kd_mse
+from kdx.losses import annealed_mse, hard_label_loss, kd_mse
+from kdx.methods.annealing import annealing_phases, check_phase1_fraction, phase1_scale
+from kdx.methods.base import Budget, Phase, TrainStep
 from kdx.methods.mate import MateKD
 
 
 class CombinedKD(MateKD):
     def __init__(self, name: str = "combined", tau_max: int = 10, phase1_epochs: int | None = None,
-                 phase2_epochs: int | None = None, phase1_fraction: float = 0.75, **mate):
-        super().__init__(name=name, **mate)
-        # The annealing schedule and phase split, exactly as Annealing-KD computes them.
-        self.annealing = AnnealingKD(name=name, tau_max=tau_max, phase1_epochs=phase1_epochs,
-                                     phase2_epochs=phase2_epochs, phase1_fraction=phase1_fraction)
+                 phase2_epochs: int | None = None, phase1_fraction: float = 0.75,
+                 mask_probability: float = 0.3, gumbel_tau: float = 1.0, generator_steps: int = 10,
+                 student_steps: int = 100, generator_lr: float = 5e-7, generator_weight_decay: float = 0.01,
+                 generator_clip: float | None = 5.0, generator: dict | None = None):
+        super().__init__(name=name, mask_probability=mask_probability, gumbel_tau=gumbel_tau,
+                         generator_steps=generator_steps, student_steps=student_steps, generator_lr=generator_lr,
+                         generator_weight_decay=generator_weight_decay, generator_clip=generator_clip,
+                         generator=generator)
+        check_phase1_fraction(phase1_fraction)
+        self.tau_max = int(tau_max)
+        self.phase1_epochs, self.phase2_epochs, self.phase1_fraction = phase1_epochs, phase2_epochs, phase1_fraction
 
-    def prepare(self, cfg=None, **kwargs):
-        super().prepare(cfg=cfg, **kwargs)
-        self.annealing.prepare(cfg=cfg)
-
-    def phases(self) -> list[Phase]:
-        return self.annealing.phases()
+    def phases(self, budget: Budget) -> list[Phase]:
+        return annealing_phases(budget, self.phase1_epochs, self.phase2_epochs, self.phase1_fraction)
 
     def adversarial_divergence(self, student_adv, teacher_adv, step: TrainStep) -> torch.Tensor:
         return kd_mse(student_adv, teacher_adv)
 
-    def student_losses(self, module, step: TrainStep) -> dict[str, torch.Tensor]:
+    def losses(self, step: TrainStep) -> dict[str, torch.Tensor]:
         student = step.student_logits()
         if step.progress.phase > 0:
             ce = hard_label_loss(student, step.labels, step.regression)
             return {"loss": ce, "ce": ce}
         with torch.no_grad():
             mask, token_weights = self.sample_perturbation(step)
-        student_adv, teacher_adv = self.perturbed_logits(module, step, mask, token_weights, teacher_grad=False)
-        phi = self.annealing.scale(step)
-        mse_adv = kd_mse(student_adv, phi * teacher_adv)
-        mse_clean = kd_mse(student, phi * step.teacher_logits())
+        student_adv, teacher_adv = self.perturbed_logits(step, mask, token_weights, teacher_grad=False)
+        phi = phase1_scale(step.progress, self.tau_max)
+        mse_adv = annealed_mse(student_adv, teacher_adv, phi)
+        mse_clean = annealed_mse(student, step.teacher_logits(), phi)
         return {"loss": (mse_adv + mse_clean) / 2, "annealed_mse_adv": mse_adv, "annealed_mse": mse_clean,
                 "phi": student.new_tensor(phi)}

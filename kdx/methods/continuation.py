@@ -1,4 +1,4 @@
-"""Continuation-KD (Jafari et al., Findings of EMNLP 2022), METHODS.md §3:
+"""Continuation-KD (Jafari et al., Findings of EMNLP 2022), docs/methods.md §3:
 
     L     = ψ(i)·CE(y, σ(z_S)) + (1 − ψ(i))·L_CNT
     L_CNT = mean_batch max{0, ‖z_S − φ(T_i)·z_T‖² − m·φ(T_i)}
@@ -14,8 +14,8 @@ whole run, trainer.max_epochs).
 import torch
 
 from kdx.errors import KdxError
+from kdx.losses import hard_label_loss
 from kdx.methods.base import Method, TrainStep
-from kdx.methods.losses import hard_label_loss
 from kdx.methods.schedules import continuation_phi, continuation_psi
 
 DISTANCES = ("sum", "mean")
@@ -30,7 +30,7 @@ def hinge_distance(student: torch.Tensor, target: torch.Tensor, margin: float, d
 
 
 class ContinuationKD(Method):
-    needs_teacher = True
+    learns_from = "teacher"
 
     def __init__(self, name: str = "continuation", t_max: int = 10, margin: float = 0.1,
                  distance: str = "sum", anneal_epochs: int | None = None, psi: dict | None = None):

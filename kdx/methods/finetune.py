@@ -1,11 +1,11 @@
-"""Plain fine-tuning: CE(y, softmax(z_S)) (MSE for regression). METHODS.md §1."""
+"""Plain fine-tuning: CE(y, σ(z_S)) (MSE for regression). docs/methods.md §1."""
 
+from kdx.losses import hard_label_loss
 from kdx.methods.base import Method, TrainStep
-from kdx.methods.losses import hard_label_loss
 
 
 class FineTune(Method):
-    needs_teacher = False
+    learns_from = "none"
 
     def __init__(self, name: str = "finetune"):
         super().__init__()

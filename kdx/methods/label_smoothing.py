@@ -1,4 +1,4 @@
-"""Label smoothing (Kobyzev et al., EACL 2023 study), METHODS.md §1:
+"""Label smoothing (Kobyzev et al., EACL 2023 study), docs/methods.md §1:
 
     q' = (1 − α)·q + α·u,   u = 1/K,   L = −Σ_c q'_c · log σ(z_S)_c   (mean over samples)
 
@@ -10,18 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from kdx.errors import KdxError
+from kdx.losses import hard_label_loss, target_cross_entropy
 from kdx.methods.base import Method, TrainStep
-from kdx.methods.losses import hard_label_loss
-
-IGNORE_INDEX = -100
-
-
-def soft_target_ce(student_logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """−Σ_c target_c · log σ(z_S)_c, mean over the samples whose label is not IGNORE_INDEX."""
-    log_p = F.log_softmax(student_logits, dim=-1).reshape(-1, student_logits.size(-1))
-    keep = labels.reshape(-1) != IGNORE_INDEX
-    per_sample = -(target.reshape(-1, target.size(-1)) * log_p).sum(-1)
-    return per_sample[keep].mean()
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -33,7 +23,7 @@ def smoothed_targets(labels: torch.Tensor, num_classes: int, alpha: float) -> to
 
 
 class LabelSmoothing(Method):
-    needs_teacher = False
+    learns_from = "none"
 
     def __init__(self, name: str = "label_smoothing", alpha: float = 0.1):
         super().__init__()
@@ -47,5 +37,5 @@ class LabelSmoothing(Method):
             mse = hard_label_loss(student, step.labels, True)
             return {"loss": mse, "ce": mse}
         target = smoothed_targets(step.labels, student.size(-1), self.alpha)
-        smoothed = soft_target_ce(student, target, step.labels)
+        smoothed = target_cross_entropy(student, target, step.labels)
         return {"loss": smoothed, "smoothed_ce": smoothed}

@@ -1,4 +1,4 @@
-"""MATE-KD (Rashid et al., ACL 2021), METHODS.md §5: adversarial text augmentation by a masked-LM
+"""MATE-KD (Rashid et al., ACL 2021), docs/methods.md §5: adversarial text augmentation by a masked-LM
 generator G, alternating generator and student steps.
 
     M ~ Bernoulli(0.3) on non-special tokens,   ŵ = ST-Gumbel-softmax(G(x with M masked)),  τ_g = 1
@@ -14,24 +14,25 @@ it is checkpointed with the trial and stays out of the student's optimizer. Comb
 """
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from kdx.distill import logits_of
 from kdx.errors import KdxError
-from kdx.methods.base import Method, TrainStep
-from kdx.methods.losses import hard_label_loss
+from kdx.losses import hard_label_loss, kd_mse, soft_cross_entropy
+from kdx.methods.base import STUDENT, ExtraOptimizer, Method, Progress, SetupContext, TrainStep
 from kdx.methods.perturb import (content_positions, perturbed_embeddings,
                                  sample_mask, special_token_ids, straight_through_gumbel)
 from kdx.models.generator import masked_lm
 from kdx.models.hf import check_shared_vocabulary
+from kdx.models.outputs import logits_of
+
+GENERATOR = "generator"
 
 
 def mate_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, regression: bool) -> torch.Tensor:
     """mean over the batch of −Σ_c σ(z_T)_c log σ(z_S)_c (temperature 1); MSE for regression."""
     if regression:
-        return F.mse_loss(student_logits, teacher_logits)
-    return -(F.softmax(teacher_logits, -1) * F.log_softmax(student_logits, -1)).sum(-1).mean()
+        return kd_mse(student_logits, teacher_logits)
+    return soft_cross_entropy(student_logits, teacher_logits)
 
 
 def is_generator_step(step: int, generator_steps: int, student_steps: int) -> bool:
@@ -40,8 +41,7 @@ def is_generator_step(step: int, generator_steps: int, student_steps: int) -> bo
 
 
 class MateKD(Method):
-    needs_teacher = True
-    manual_optimization = True
+    learns_from = "teacher"
 
     def __init__(self, name: str = "mate", mask_probability: float = 0.3, gumbel_tau: float = 1.0,
                  generator_steps: int = 10, student_steps: int = 100, generator_lr: float = 5e-7,
@@ -60,25 +60,32 @@ class MateKD(Method):
         self.generator_clip = generator_clip
         self.generator_spec = OmegaConf.to_container(generator, resolve=True) if isinstance(
             generator, DictConfig) else dict(generator or {})
-        self.generator = None              # a masked LM over the task's vocabulary, built in prepare
+        self.generator = None              # a masked LM over the task's vocabulary, built in setup
         self.special_ids: list[int] = []
         self.mask_id: int | None = None
 
     # ---- setup ----------------------------------------------------------------------------
-    def prepare(self, cfg=None, spec=None, teacher=None, student=None, tokenizer=None, **_):
+    def setup(self, context: SetupContext) -> None:
+        tokenizer = context.tokenizer
         if tokenizer is None or tokenizer.mask_token_id is None:
             raise KdxError(f"method={self.name} masks tokens, so it needs a text task with a tokenizer "
                            "that has a mask token", "use a text task and a model pair with a BERT/RoBERTa-style tokenizer")
         self.generator = masked_lm(len(tokenizer), self.generator_spec.get("name_or_path"),
                                    self.generator_spec.get("arch"))
-        check_shared_vocabulary(self.name, {"teacher": teacher.model, "student": student,
+        check_shared_vocabulary(self.name, {"teacher": context.teacher, "student": context.student,
                                             "generator": self.generator}, tokenizer)
         self.special_ids = special_token_ids(tokenizer)
         self.mask_id = int(tokenizer.mask_token_id)
+        # Plain references, not submodules: the trial owns both models (their embedding tables
+        # perturb the input; the teacher is differentiated through on generator steps).
+        self.__dict__["student_model"], self.__dict__["teacher_model"] = context.student, context.teacher
 
-    def configure_extra_optimizers(self):
-        return [torch.optim.AdamW(self.generator.parameters(), lr=self.generator_lr,
-                                  weight_decay=self.generator_weight_decay)]
+    def extra_optimizers(self) -> list[ExtraOptimizer]:
+        return [ExtraOptimizer(GENERATOR, clip=self.generator_clip, make=lambda: torch.optim.AdamW(
+            self.generator.parameters(), lr=self.generator_lr, weight_decay=self.generator_weight_decay))]
+
+    def optimizer_sequence(self, progress: Progress) -> list[str]:
+        return [GENERATOR] if is_generator_step(progress.step, self.generator_steps, self.student_steps) else [STUDENT]
 
     # ---- the augmentation -----------------------------------------------------------------
     def sample_perturbation(self, step: TrainStep) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,12 +101,12 @@ class MateKD(Method):
         embeds = perturbed_embeddings(model, step.inputs["input_ids"], token_weights, mask)
         return {"input_ids": None, "inputs_embeds": embeds}
 
-    def perturbed_logits(self, module, step: TrainStep, mask, token_weights, teacher_grad: bool):
+    def perturbed_logits(self, step: TrainStep, mask, token_weights, teacher_grad: bool):
         """(z_S(x̃), z_T(x̃)); `teacher_grad`: let gradients reach ŵ through the (frozen) teacher."""
-        student = step.student_logits(**self.perturbed_inputs(module.student, step, mask, token_weights))
-        teacher_inputs = self.perturbed_inputs(module.teacher, step, mask, token_weights)
+        student = step.student_logits(**self.perturbed_inputs(self.student_model, step, mask, token_weights))
+        teacher_inputs = self.perturbed_inputs(self.teacher_model, step, mask, token_weights)
         if teacher_grad:
-            teacher = logits_of(module.teacher, **{**step.inputs, **teacher_inputs})
+            teacher = logits_of(self.teacher_model, **{**step.inputs, **teacher_inputs})
         else:
             teacher = step.teacher_logits(**teacher_inputs)
         return student, teacher
@@ -109,35 +116,20 @@ class MateKD(Method):
         """What the generator maximises."""
         return mate_divergence(student_adv, teacher_adv, step.regression)
 
-    def student_losses(self, module, step: TrainStep) -> dict[str, torch.Tensor]:
+    def losses(self, step: TrainStep) -> dict[str, torch.Tensor]:
+        """Student steps: ⅓·CE + ⅓·div(S(x̃), T(x̃)) + ⅓·div(S(x), T(x))."""
         with torch.no_grad():
             mask, token_weights = self.sample_perturbation(step)
-        student_adv, teacher_adv = self.perturbed_logits(module, step, mask, token_weights, teacher_grad=False)
+        student_adv, teacher_adv = self.perturbed_logits(step, mask, token_weights, teacher_grad=False)
         student, teacher = step.student_logits(), step.teacher_logits()
         ce = hard_label_loss(student, step.labels, step.regression)
         div_adv = mate_divergence(student_adv, teacher_adv, step.regression)
         div_clean = mate_divergence(student, teacher, step.regression)
         return {"loss": (ce + div_adv + div_clean) / 3, "ce": ce, "div_adv": div_adv, "div": div_clean}
 
-    # ---- the alternation ------------------------------------------------------------------
-    def manual_training_step(self, module, step: TrainStep, batch_idx: int):
-        student_optimizer, generator_optimizer = module.optimizers()[:2]
-        if is_generator_step(step.progress.step, self.generator_steps, self.student_steps):
-            with module.toggled_optimizer(generator_optimizer):   # student weights get no gradient
-                mask, token_weights = self.sample_perturbation(step)
-                student_adv, teacher_adv = self.perturbed_logits(module, step, mask, token_weights, teacher_grad=True)
-                divergence = self.adversarial_divergence(student_adv, teacher_adv, step)
-                generator_optimizer.zero_grad()
-                module.manual_backward(-divergence)
-                if self.generator_clip:
-                    module.clip_gradients(generator_optimizer, gradient_clip_val=self.generator_clip,
-                                          gradient_clip_algorithm="norm")
-                generator_optimizer.step()
-            return {"generator_loss": -divergence, "generator_div": divergence}
-        with module.toggled_optimizer(student_optimizer):
-            terms = self.student_losses(module, step)
-            student_optimizer.zero_grad()
-            module.manual_backward(terms["loss"])
-            module.clip_student_gradients(student_optimizer)
-            student_optimizer.step()
-        return terms
+    def extra_losses(self, name: str, step: TrainStep) -> dict[str, torch.Tensor]:
+        """Generator steps: maximise the adversarial divergence (gradients reach ŵ through both models)."""
+        mask, token_weights = self.sample_perturbation(step)
+        student_adv, teacher_adv = self.perturbed_logits(step, mask, token_weights, teacher_grad=True)
+        divergence = self.adversarial_divergence(student_adv, teacher_adv, step)
+        return {"loss": -divergence, "generator_loss": -divergence, "generator_div": divergence}

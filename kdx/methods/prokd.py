@@ -1,4 +1,4 @@
-"""Pro-KD (Rezagholizadeh et al., COLING 2022), METHODS.md §4: the student follows the teacher's
+"""Pro-KD (Rezagholizadeh et al., COLING 2022), docs/methods.md §4: the student follows the teacher's
 training trajectory instead of distilling from the final teacher only.
 
     teacher checkpoints T^(1) … T^(N) (in training order);  stage i = ⌊N · progress⌋  (< N)
@@ -11,7 +11,9 @@ teacher_mode=replay: T^(i) are the teacher store's saved checkpoints (each epoch
 (the last always); the stage is a pure function of the phase's progress, so a resumed run loads
 the same checkpoint. teacher_mode=online: the method trains its own copy of the teacher on
 CE(y, T(x)) alongside the student (its own AdamW), and T^(i) is a snapshot of it taken every
-`ckpt_interval` student steps (kept in the checkpoint, so resume continues it).
+`ckpt_interval` student steps (kept in the checkpoint, so resume continues it). Replay learns from
+the teacher store's `trajectory`; online from an `online_teacher` (an untrained copy of the pair's
+teacher), which it trains with an optimizer of its own, stepped after the student on every batch.
 [check] the paper's exact loss and temperature schedule: `loss` is a knob.
 """
 
@@ -19,15 +21,15 @@ import copy
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
-from kdx.distill import freeze, logits_of
 from kdx.errors import KdxError
-from kdx.methods.base import Method, Phase, TrainStep
-from kdx.methods.losses import hard_label_loss, kd_kl, kd_mse
-from kdx.methods.schedules import annealing_scale
-from kdx.models.student import build
-from kdx.teacher import load_state
+from kdx.losses import annealed_mse, hard_label_loss, kd_objective
+from kdx.methods.annealing import phase1_scale
+from kdx.methods.base import STUDENT, Budget, ExtraOptimizer, Method, Phase, Progress, SetupContext, TrainStep
+from kdx.models.outputs import freeze, logits_of
+from kdx.models.weights import load_state
+
+TEACHER = "teacher"   # the online teacher's optimizer
 
 LOSSES = ("kd_kl", "annealed_mse")
 TEACHER_MODES = ("replay", "online")
@@ -50,7 +52,7 @@ class ProKD(Method):
     def __init__(self, name: str = "prokd", loss: str = "kd_kl", teacher_mode: str = "replay",
                  ckpt_interval: int = 1, alpha: float = 0.5, temperature: float = 2.0,
                  tau_squared: bool = True, tau_max: int = 7, final_ce_epochs: int = 0,
-                 teacher_lr: float | None = None):
+                 teacher_lr: float = 1e-3, teacher_weight_decay: float = 0.01):
         super().__init__()
         if loss not in LOSSES:
             raise KdxError(f"method.loss={loss!r} is not one of {list(LOSSES)}", "set method.loss=kd_kl or annealed_mse")
@@ -63,40 +65,31 @@ class ProKD(Method):
         self.name, self.loss, self.teacher_mode = name, loss, teacher_mode
         self.ckpt_interval, self.final_ce_epochs = int(ckpt_interval), int(final_ce_epochs)
         self.alpha, self.temperature, self.tau_squared, self.tau_max = alpha, temperature, tau_squared, int(tau_max)
-        self.teacher_lr = teacher_lr
-        # replay uses the trial's (store) teacher; online trains its own and needs none from the store
-        self.needs_teacher = teacher_mode == "replay"
-        self.manual_optimization = teacher_mode == "online"
+        self.teacher_lr, self.teacher_weight_decay = teacher_lr, teacher_weight_decay
+        self.learns_from = "trajectory" if teacher_mode == "replay" else "online_teacher"
         self.checkpoints: list[Path] = []
         self.loaded_stage: int | None = None        # which T^(i) the frozen teacher holds now
-        self.trainer_max_epochs: int | None = None
-        self.weight_decay = 0.0
+        self.teacher_clip: float | None = None
 
     # ---- setup ----------------------------------------------------------------------------
-    def prepare(self, cfg=None, spec=None, teacher=None, student=None, tokenizer=None, **_):
-        self.trainer_max_epochs = cfg.trainer.get("max_epochs")
+    def setup(self, context: SetupContext) -> None:
         if self.teacher_mode == "replay":
-            if not teacher.trajectory:
+            if not context.trajectory:
                 raise KdxError("method=prokd teacher_mode=replay needs the teacher's checkpoint trajectory, "
-                               f"but the teacher came from {teacher.source!r}, which has none",
+                               f"but the teacher came from {context.teacher_source!r}, which has none",
                                "let kdx fine-tune the teacher into the teacher store (model.teacher.finetuned=false, "
                                "model.teacher.checkpoint=null), or use method.teacher_mode=online")
-            self.checkpoints = every_kth(list(teacher.trajectory), self.ckpt_interval)
-            self.__dict__["teacher_model"] = teacher.model   # the module's frozen teacher, reloaded per stage
+            self.checkpoints = every_kth(list(context.trajectory), self.ckpt_interval)
+            self.__dict__["teacher_model"] = context.teacher   # the trial's frozen teacher, reloaded per stage
             return
-        if cfg.model.get("teacher") is None:
-            raise KdxError(f"method=prokd teacher_mode=online trains a teacher, but model={cfg.model.name} has none",
-                           "choose a model pair with a teacher (e.g. model=tiny)")
-        vocab_size = len(tokenizer) if tokenizer is not None else None
-        self.online_teacher = build(cfg.model.teacher, spec.num_labels, vocab_size)
+        self.online_teacher = context.new_teacher()
         self.target_teacher = freeze(copy.deepcopy(self.online_teacher))    # T^(i), a snapshot
-        self.teacher_lr = self.teacher_lr or cfg.teacher_training.lr
-        self.weight_decay = cfg.optim.weight_decay
+        self.teacher_clip = context.gradient_clip_val
 
-    def phases(self) -> list[Phase]:
+    def phases(self, budget: Budget) -> list[Phase]:
         if not self.final_ce_epochs:
             return [Phase("trajectory", restart_from_best=False)]
-        total = self.trainer_max_epochs
+        total = budget.max_epochs
         if total is None or total <= self.final_ce_epochs:
             raise KdxError(f"method.final_ce_epochs={self.final_ce_epochs} leaves no epochs of "
                            f"trainer.max_epochs={total} for the trajectory phase",
@@ -107,18 +100,26 @@ class ProKD(Method):
     # ---- the loss against T^(i) -----------------------------------------------------------
     def distillation(self, student, teacher, step: TrainStep) -> dict[str, torch.Tensor]:
         if self.loss == "annealed_mse":
-            p = step.progress
-            phi = annealing_scale(p.epoch, p.max_epochs if p.max_epochs > 0 else None, self.tau_max,
-                                  p.step, p.total_steps)
-            annealed = kd_mse(student, phi * teacher)
+            phi = phase1_scale(step.progress, self.tau_max)
+            annealed = annealed_mse(student, teacher, phi)
             return {"loss": annealed, "annealed_mse": annealed, "phi": student.new_tensor(phi)}
-        ce = hard_label_loss(student, step.labels, step.regression)
-        kd = kd_mse(student, teacher) if step.regression else kd_kl(student, teacher, self.temperature, self.tau_squared)
-        return {"loss": (1 - self.alpha) * ce + self.alpha * kd, "ce": ce, "kd": kd}
+        return kd_objective(student, teacher, step.labels, step.regression, self.alpha, self.temperature,
+                            self.tau_squared)
 
     def final_ce(self, step: TrainStep) -> dict[str, torch.Tensor]:
         ce = hard_label_loss(step.student_logits(), step.labels, step.regression)
         return {"loss": ce, "ce": ce}
+
+    def losses(self, step: TrainStep):
+        if step.progress.phase > 0:
+            return self.final_ce(step)
+        if self.teacher_mode == "online":
+            return self.follow_online_teacher(step)
+        stage = stage_index(step.progress.fraction, len(self.checkpoints))
+        self.load_stage(stage)
+        terms = self.distillation(step.student_logits(), step.teacher_logits(), step)
+        terms["stage"] = step.labels.new_tensor(stage, dtype=torch.float32)
+        return terms
 
     # ---- replay: T^(i) from the teacher store ---------------------------------------------
     def load_stage(self, stage: int) -> None:
@@ -127,31 +128,19 @@ class ProKD(Method):
             self.teacher_model.eval()
             self.loaded_stage = stage
 
-    def losses(self, step: TrainStep):
-        if step.progress.phase > 0:
-            return self.final_ce(step)
-        stage = stage_index(step.progress.fraction, len(self.checkpoints))
-        self.load_stage(stage)
-        terms = self.distillation(step.student_logits(), step.teacher_logits(), step)
-        terms["stage"] = step.labels.new_tensor(stage, dtype=torch.float32)
-        return terms
-
     # ---- online: a teacher trained alongside ----------------------------------------------
-    def configure_extra_optimizers(self):
-        return [torch.optim.AdamW(self.online_teacher.parameters(), lr=self.teacher_lr,
-                                  weight_decay=self.weight_decay)]
+    def extra_optimizers(self) -> list[ExtraOptimizer]:
+        if self.teacher_mode != "online":
+            return []
+        return [ExtraOptimizer(TEACHER, clip=self.teacher_clip, make=lambda: torch.optim.AdamW(
+            self.online_teacher.parameters(), lr=self.teacher_lr, weight_decay=self.teacher_weight_decay))]
 
-    def manual_training_step(self, module, step: TrainStep, batch_idx: int):
-        student_optimizer, teacher_optimizer = module.optimizers()[:2]
-        with module.toggled_optimizer(student_optimizer):
-            terms = self.final_ce(step) if step.progress.phase > 0 else self.follow_online_teacher(step)
-            student_optimizer.zero_grad()
-            module.manual_backward(terms["loss"])
-            module.clip_student_gradients(student_optimizer)
-            student_optimizer.step()
-        if step.progress.phase == 0:
-            terms["teacher_ce"] = self.teacher_update(module, teacher_optimizer, step)
-        return terms
+    def optimizer_sequence(self, progress: Progress) -> list[str]:
+        """Online, trajectory phase: the student learns from T^(i), then the teacher takes one
+        fine-tuning step; Lightning's global step counts the student's updates (one per batch)."""
+        if self.teacher_mode == "online" and progress.phase == 0:
+            return [STUDENT, TEACHER]
+        return [STUDENT]
 
     def follow_online_teacher(self, step: TrainStep) -> dict[str, torch.Tensor]:
         """Distil from T^(i): the online teacher as snapshotted at the last multiple of ckpt_interval."""
@@ -162,14 +151,7 @@ class ProKD(Method):
             target = logits_of(self.target_teacher, **step.inputs)
         return self.distillation(step.student_logits(), target, step)
 
-    def teacher_update(self, module, optimizer, step: TrainStep) -> torch.Tensor:
-        """One fine-tuning step of the online teacher. It steps the raw optimizer, so that
-        Lightning's global step keeps counting student updates (one per batch)."""
-        with module.toggled_optimizer(optimizer):
-            ce = hard_label_loss(logits_of(self.online_teacher, **step.inputs), step.labels, step.regression)
-            optimizer.zero_grad()
-            module.manual_backward(ce)
-            if module.manual_clip_val:
-                nn.utils.clip_grad_norm_(self.online_teacher.parameters(), module.manual_clip_val)
-            optimizer.optimizer.step()
-        return ce.detach()
+    def extra_losses(self, name: str, step: TrainStep) -> dict[str, torch.Tensor]:
+        """One fine-tuning step of the online teacher: CE(y, T(x))."""
+        ce = hard_label_loss(logits_of(self.online_teacher, **step.inputs), step.labels, step.regression)
+        return {"loss": ce, "teacher_ce": ce}

@@ -1,18 +1,16 @@
-"""Self-KD (Kobyzev et al., EACL 2023 study), METHODS.md §1: vanilla KD
+"""Self-KD (Kobyzev et al., EACL 2023 study), docs/methods.md §1: vanilla KD
 
     L = (1 − α)·CE(y, σ(z_S)) + α·τ²·KL(σ(z_T/τ) ‖ σ(z_S/τ))
 
 whose teacher is a fine-tuned, frozen copy of the *student's* architecture (same spec, same
-init), fine-tuned once in the teacher store under a key of its own (kdx/teacher.py,
-`teacher_config(cfg, "student")`).
+init): `learns_from = "self"`, which the teacher store fine-tunes once under a key of its own.
 """
 
 from kdx.methods.kd import KD
 
 
 class SelfKD(KD):
-    needs_teacher = True
-    teacher_spec = "student"
+    learns_from = "self"
 
     def __init__(self, name: str = "self_kd", alpha: float = 0.5, temperature: float = 2.0,
                  tau_squared: bool = True):

@@ -1,4 +1,4 @@
-"""Teacher-free KD, the regularisation variant (Yuan et al., CVPR 2020), METHODS.md §1.
+"""Teacher-free KD, the regularisation variant (Yuan et al., CVPR 2020), docs/methods.md §1.
 
 A hand-designed "virtual teacher" puts probability a on the gold class and spreads the rest:
 
@@ -14,9 +14,9 @@ Regression tasks have no class distribution: there the loss is the plain MSE, as
 import torch
 
 from kdx.errors import KdxError
+from kdx.losses import IGNORE_INDEX, hard_label_loss, kd_kl
 from kdx.methods.base import Method, TrainStep
-from kdx.methods.label_smoothing import IGNORE_INDEX, one_hot
-from kdx.methods.losses import hard_label_loss, kd_kl
+from kdx.methods.label_smoothing import one_hot
 
 SOFTEN = ("probabilities", "log_probabilities")
 
@@ -28,7 +28,7 @@ def virtual_teacher(labels: torch.Tensor, num_classes: int, correct_prob: float)
 
 
 class TeacherFreeReg(Method):
-    needs_teacher = False
+    learns_from = "none"
 
     def __init__(self, name: str = "tf_reg", correct_prob: float = 0.99, alpha: float = 0.1,
                  temperature: float = 20.0, tau_squared: bool = True, soften: str = "probabilities"):

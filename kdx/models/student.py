@@ -10,7 +10,7 @@ A spec is a dict with a `_target_` builder (kdx.models.hf.*, or any callable tak
   `{num_hidden_layers: 3, hidden_size: 192, intermediate_size: 768}`;
 - `truncate_from`: truncate the `pretrained` teacher (before fine-tuning, as DistilBERT) or the
   `finetuned` one;
-- `finetuned` / `checkpoint` (teacher only): see kdx/teacher.py.
+- `finetuned` / `checkpoint` (teacher only): see kdx/store.py.
 """
 
 import copy

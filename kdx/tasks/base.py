@@ -13,6 +13,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from kdx.errors import KdxError
+from kdx.tasks.families import FAMILIES, NOT_MODEL_INPUTS, TOKEN_LEVEL
 from kdx.tasks.sampling import EpochShuffle
 
 
@@ -26,18 +28,31 @@ class TextExample:
 
 @dataclass
 class TaskSpec:
-    """The task facts that models, methods and metrics need."""
+    """The task facts that models, methods and metrics need. `family` names the batch contract
+    (kdx/tasks/families.py); left out, it is `regression` for one output and `classification`
+    otherwise, which is what every sequence-level task is."""
 
     name: str
-    num_labels: int                      # 1 = regression
+    num_labels: int                      # classes; 1 = regression; token-level: outputs per token
     metrics: list[str]                   # e.g. ["acc", "f1"]; the first eval split gets the headline
     main_metric: str                     # one of metrics
     eval_splits: list[str] = field(default_factory=lambda: ["val"])
     label_names: list[str] | None = None
+    family: str | None = None
+
+    def __post_init__(self):
+        if self.family is None:
+            self.family = "regression" if self.num_labels == 1 else "classification"
+        if self.family not in FAMILIES:
+            raise KdxError(f"task {self.name!r} has family {self.family!r}", f"use one of {list(FAMILIES)}")
 
     @property
     def is_regression(self) -> bool:
-        return self.num_labels == 1
+        return self.family == "regression"
+
+    @property
+    def token_level(self) -> bool:
+        return self.family in TOKEN_LEVEL
 
     @property
     def main_metric_name(self) -> str:
@@ -155,4 +170,4 @@ class TextDataModule(L.LightningDataModule):
 
 def model_inputs(batch: dict) -> dict:
     """The part of a batch that a model's forward takes (everything but labels and ids)."""
-    return {k: v for k, v in batch.items() if k not in ("labels", "idx")}
+    return {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}

@@ -68,7 +68,8 @@ LAYOUTS: dict[str, GlueLayout] = {
 class GlueTask(TextTask):
     def __init__(self, config: str, name: str | None = None, data_dir: str | None = None,
                  hub_id: str = HUB_ID, max_train_examples: int | None = None,
-                 metrics=("acc",), main_metric: str = "acc", **_):
+                 metrics=("acc",), main_metric: str = "acc", max_length: int = 128):
+        """`max_length` is the token budget per example (read by data.max_length)."""
         if config not in LAYOUTS:
             raise KdxError(f"task.config={config!r} is not a GLUE task", f"use one of {sorted(LAYOUTS)}")
         if max_train_examples is not None and (not isinstance(max_train_examples, int) or max_train_examples < 1):

@@ -26,7 +26,12 @@ class SinusoidTask(Task):
                  val_size: int = 1000, x_min: float = -1.0, x_max: float = 1.0,
                  low_frequency: float = 1.0, low_amplitude: float = 1.0, high_frequency: float = 10.0,
                  high_amplitude: float = 0.25, noise_std: float = 0.05,
-                 metrics=("mse", "pearson"), main_metric: str = "mse", **_):
+                 metrics=("mse", "pearson"), main_metric: str = "mse", max_length: int | None = None,
+                 data_dir: str | None = None):
+        """`max_length` is unused (no tokens); it exists because data.max_length reads it."""
+        if data_dir is not None:
+            raise KdxError(f"task.data_dir={data_dir!r}: task {name} is generated and reads no files",
+                           "drop task.data_dir for this task")
         if not x_min < x_max:
             raise KdxError(f"task.x_min={x_min} must be below task.x_max={x_max}", "swap or widen the interval")
         if min(train_size, val_size) < 2 or noise_std < 0:

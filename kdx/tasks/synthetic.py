@@ -30,7 +30,12 @@ class SyntheticTask(TextTask):
                  val_size: int = 1000, min_length: int = 8, max_length_words: int = 16,
                  cue_rate: float = 0.5, modifier_rate: float = 0.0, negation_rate: float = 0.0,
                  label_noise: float = 0.1,
-                 metrics=("acc",), main_metric: str = "acc", **_):
+                 metrics=("acc",), main_metric: str = "acc", max_length: int = 64,
+                 data_dir: str | None = None):
+        """`max_length` is the token budget per example (read by data.max_length)."""
+        if data_dir is not None:
+            raise KdxError(f"task.data_dir={data_dir!r}: task {name} is generated and reads no files",
+                           "drop task.data_dir for this task")
         if num_cues > vocab_size:
             raise KdxError(f"task.num_cues={num_cues} exceeds task.vocab_size={vocab_size}",
                            "choose num_cues <= vocab_size")

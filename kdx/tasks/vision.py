@@ -189,7 +189,8 @@ class CifarTask(Task):
                  data_dir: str | None = None, image_column: str = "img", label_column: str = "label",
                  augment: bool = True, crop_padding: int = 4, augment_seed: int = 0,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
-                 metrics=("acc",), main_metric: str = "acc", **_):
+                 metrics=("acc",), main_metric: str = "acc", max_length: int | None = None):
+        """`max_length` is unused (images have no tokens); data.max_length reads it."""
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise KdxError(f"task.mean={list(mean)} / task.std={list(std)} must be 3 values each, std > 0",
                            "give one mean and one (positive) std per colour channel")

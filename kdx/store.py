@@ -1,18 +1,25 @@
-"""Where the teacher comes from.
+"""The teacher store: what a method learns from (its declared `learns_from`), provided once.
 
+Where the teacher comes from:
 1. `model.teacher.finetuned=true`: the spec's weights are already fine-tuned on this task.
 2. `model.teacher.checkpoint=PATH`: a fine-tuned state dict (e.g. a teacher store's teacher.pt).
-3. Otherwise the **teacher store**: the teacher is fine-tuned once and kept under
+3. Otherwise the store fine-tunes it once and keeps it under
    `<paths.cache_dir>/teachers/<task>-<key>/`, content-addressed by teacher spec + tokenizer +
    task + seed + teacher training config, behind a file lock so parallel trials share one copy.
    The store keeps the checkpoint trajectory (each epoch, optionally every N steps) in order,
    which Pro-KD replays.
+
+The other sources are built on the same mechanism: the self-KD teacher is the student's spec
+fine-tuned under a key of its own; the TAKD assistant is `model.assistant` distilled once from the
+teacher with the method's own loss, keyed by teacher + assistant + recipe; the online teacher is
+an untrained copy of the pair's teacher that the method trains itself.
 """
 
 import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import torch
@@ -21,11 +28,15 @@ from filelock import FileLock
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from kdx.distill import DistillationModule
 from kdx.errors import KdxError
+from kdx.methods.base import LEARNS_FROM, Method
 from kdx.methods.finetune import FineTune
-from kdx.models.student import build
+from kdx.models.student import build, build_student
+from kdx.models.weights import load_state
 from kdx.results import write_json_atomic
 from kdx.tasks.base import TaskSpec
+from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process, validate_before_max_steps
 from kdx.trial import digest
 
 TEACHER_FILE = "teacher.pt"
@@ -40,6 +51,37 @@ class Teacher:
     trajectory: list[Path] = field(default_factory=list)   # store checkpoints, in training order
 
 
+@dataclass
+class Provided:
+    """What the store hands the trial for a method's `learns_from`."""
+
+    teacher: Teacher | None = None                       # frozen for the whole trial
+    new_teacher: Callable[[], nn.Module] | None = None   # online_teacher: builds an untrained copy
+
+
+# ---- what a method learns from ------------------------------------------------------------------
+def provide(method: Method, cfg: DictConfig, spec: TaskSpec, vocab_size: int | None, make_datamodule) -> Provided:
+    """The source `method.learns_from` names, fine-tuned or distilled into the store when needed.
+    `make_datamodule(batch_size)` builds the task's data for that training."""
+    kind = method.learns_from
+    if kind not in LEARNS_FROM:
+        raise KdxError(f"method={method.name} learns from {kind!r}", f"a method learns from one of {list(LEARNS_FROM)}")
+    if kind == "none":
+        return Provided()
+    if kind != "self" and cfg.model.get("teacher") is None:
+        raise KdxError(f"method={cfg.method.name} needs a teacher, but model={cfg.model.name} has none",
+                       "choose a model pair with a teacher (e.g. model=tiny) or method=finetune")
+    if kind == "online_teacher":
+        return Provided(new_teacher=lambda: build_teacher(cfg.model.teacher, spec.num_labels, vocab_size))
+    if kind == "self":
+        return Provided(teacher=obtain_teacher(self_teacher_config(cfg), spec, vocab_size, make_datamodule))
+    teacher = obtain_teacher(cfg, spec, vocab_size, make_datamodule)
+    if kind == "assistant":
+        teacher = obtain_assistant(cfg, method, teacher, spec, vocab_size, make_datamodule)
+    return Provided(teacher=teacher)
+
+
+# ---- the teacher ---------------------------------------------------------------------------------
 def store_key(cfg: DictConfig) -> str:
     task = OmegaConf.to_container(cfg.task, resolve=True)
     task.pop("data_dir", None)
@@ -53,14 +95,9 @@ def store_key(cfg: DictConfig) -> str:
     })
 
 
-def teacher_config(cfg: DictConfig, role: str = "teacher") -> DictConfig:
-    """The trial config whose `model.teacher` is the spec of the method's teacher (Method.teacher_spec):
-    the pair's teacher, or for role "student" (self-KD) the student's spec, initialised as the
-    student is (its `init`), fine-tuned in the store under a key of its own."""
-    if role == "teacher":
-        return cfg
-    if role != "student":
-        raise ValueError(f"unknown teacher role {role!r}")
+def self_teacher_config(cfg: DictConfig) -> DictConfig:
+    """The trial config whose `model.teacher` is the student's spec, initialised as the student is
+    (its `init`): the self-KD teacher, fine-tuned in the store under a key of its own."""
     student = OmegaConf.to_container(cfg.model.student, resolve=True)
     if student.get("init", "pretrained") == "truncated":
         raise KdxError("self-KD builds its teacher from the student spec, which model.student.init=truncated "
@@ -83,24 +120,8 @@ def store_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.cache_dir) / "teachers" / f"{cfg.task.name.replace('/', '_')}-{store_key(cfg)}"
 
 
-def load_state(model: nn.Module, path: str | Path) -> nn.Module:
-    path = Path(path)
-    if not path.exists():
-        raise KdxError(f"teacher checkpoint {path} does not exist",
-                       "set model.teacher.checkpoint to a fine-tuned teacher state dict (e.g. a store's teacher.pt)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise KdxError(f"teacher checkpoint {path} does not fit the teacher architecture: "
-                       f"{str(err).splitlines()[0][:300]}",
-                       "use a checkpoint saved for this model.teacher config and task (same label count)") from None
-    return model
-
-
-def obtain_teacher(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_datamodule) -> Teacher:
-    """The fine-tuned, frozen-ready teacher for this trial. `make_datamodule(batch_size)`
-    builds the task's data for teacher fine-tuning."""
+def obtain_teacher(cfg: DictConfig, spec: TaskSpec, vocab_size: int | None, make_datamodule) -> Teacher:
+    """The fine-tuned, frozen-ready teacher for this trial."""
     tspec = cfg.model.teacher
     if tspec.get("finetuned", False):
         return Teacher(build_teacher(tspec, spec.num_labels, vocab_size), source="finetuned")
@@ -144,10 +165,7 @@ class TrajectoryCheckpoints(Callback):
 def fit_into_store(cfg: DictConfig, spec: TaskSpec, module, datamodule, folder: Path,
                    callbacks=(), **trainer_overrides) -> dict:
     """Fits `module` once, in a single process, keeps its best weights as `folder/teacher.pt` and
-    returns their validation metrics (shared by the teacher store and the TAKD assistant)."""
-    from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process, \
-        validate_before_max_steps
-
+    returns their validation metrics (the teacher, the self-teacher and the assistant)."""
     best = best_checkpoint_callback(spec, folder / "work")
     trainer_cfg = single_process(cfg.trainer)
     trainer_cfg.update(trainer_overrides)
@@ -164,9 +182,7 @@ def fit_into_store(cfg: DictConfig, spec: TaskSpec, module, datamodule, folder: 
     return metrics
 
 
-def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_datamodule, folder: Path):
-    from kdx.distill import DistillationModule
-
+def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int | None, make_datamodule, folder: Path):
     print(f"[kdx] fine-tuning the teacher once into the teacher store: {folder}")
     training = cfg.teacher_training
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -181,3 +197,57 @@ def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int, make_
         "trajectory": trajectory.saved,
         "teacher": OmegaConf.to_container(cfg.model.teacher, resolve=True),
     })
+
+
+# ---- the teacher assistant -------------------------------------------------------------------------
+def assistant_epochs(cfg: DictConfig, method: Method) -> int:
+    return int(method.assistant_epochs if method.assistant_epochs is not None else cfg.trainer.max_epochs)
+
+
+def assistant_recipe(cfg: DictConfig, method: Method) -> dict:
+    """Everything that decides the assistant's weights besides the teacher."""
+    return {"assistant": OmegaConf.to_container(cfg.model.assistant, resolve=True),
+            "method": OmegaConf.to_container(cfg.method, resolve=True),
+            "epochs": assistant_epochs(cfg, method), "max_steps": cfg.trainer.get("max_steps"),
+            "optim": OmegaConf.to_container(cfg.optim, resolve=True), "batch_size": cfg.data.batch_size}
+
+
+def assistant_dir(cfg: DictConfig, method: Method) -> Path:
+    tspec = cfg.model.teacher
+    teacher_id = {"store": store_key(cfg), "checkpoint": tspec.get("checkpoint"),
+                  "finetuned": tspec.get("finetuned", False)}
+    key = digest({"teacher": teacher_id, "recipe": assistant_recipe(cfg, method), "seed": cfg.seed})
+    return Path(cfg.paths.cache_dir) / "teachers" / f"{cfg.task.name.replace('/', '_')}-assistant-{key}"
+
+
+def obtain_assistant(cfg: DictConfig, method: Method, teacher: Teacher, spec: TaskSpec, vocab_size: int | None,
+                     make_datamodule) -> Teacher:
+    """`model.assistant`, distilled from `teacher` with the method's own loss (once; then read from
+    the store)."""
+    aspec = cfg.model.get("assistant")
+    if aspec is None:
+        raise KdxError(f"method={cfg.method.name} needs a teacher assistant, but model={cfg.model.name} has no "
+                       "model.assistant",
+                       "add an `assistant:` model spec (between teacher and student in size) to the model "
+                       "pair, e.g. as in conf/model/tiny.yaml, or pass +model.assistant=...")
+    folder = assistant_dir(cfg, method)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+
+    def source_for_truncation(which: str):
+        return teacher.model if which == "finetuned" else build(cfg.model.teacher, spec.num_labels, vocab_size)
+
+    def fresh_assistant():
+        return build_student(aspec, spec.num_labels, vocab_size, source_for_truncation)
+
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / INFO_FILE).exists():
+            print(f"[kdx] distilling the teacher assistant once into the teacher store: {folder}")
+            L.seed_everything(cfg.seed, workers=True, verbose=False)
+            module = DistillationModule(fresh_assistant(), method, spec, cfg.optim, teacher.model)
+            metrics = fit_into_store(cfg, spec, module, make_datamodule(cfg.data.batch_size), folder,
+                                     max_epochs=assistant_epochs(cfg, method))
+            write_json_atomic(folder / INFO_FILE, {"task": cfg.task.name, "seed": cfg.seed, "metrics": metrics,
+                                                   "teacher_source": teacher.source,
+                                                   "recipe": assistant_recipe(cfg, method)})
+    info = json.loads((folder / INFO_FILE).read_text())
+    return Teacher(load_state(fresh_assistant(), folder / TEACHER_FILE), source=str(folder), metrics=info["metrics"])
