@@ -6,7 +6,9 @@ set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
        WANDB_MODE=disabled KDX_CACHE_DIR=${KDX_CACHE_DIR:-/tmp/exp_cache}
 EXP_ROOT=${EXP_ROOT:-/tmp/exp}
-GLUE=${GLUE:-/work/shared/data/glue}
+# GLUE: the folder holding the original GLUE task folders (SST-2/, MRPC/, ...); required by the
+# label-regularisation runs, which read real SST-2 text from local files.
+GLUE=${GLUE:-}
 SEEDS=${SEEDS:-0,1,2}
 KDX=(python -m kdx -m trainer.enable_progress_bar=false logger=none)
 
@@ -38,6 +40,7 @@ augment() {    # MATE-KD, Combined-KD, backward-pass KD vs KD (shared vocabulary
 labelreg() {   # label regularisation with a pre-trained vs a random MiniLM student, SST-2 slice
   # CPU-sized: 500 training sentences, 32 tokens, 2 epochs at lr 2e-4 (few steps); no-teacher methods only by default
   # (LR_METHODS=finetune,label_smoothing,tf_reg,kd adds KD, which fine-tunes a MiniLM teacher per seed).
+  [[ -n "$GLUE" ]] || { echo "labelreg reads real SST-2 text: set GLUE=<folder with the GLUE task folders>" >&2; exit 2; }
   local common=(model=minilm task=glue/sst2 task.data_dir=$GLUE/SST-2 task.max_train_examples=${LR_TRAIN:-500}
                 task.max_length=32 trainer.max_epochs=2 model.lr=2e-4 model.teacher_epochs=2 seed=$SEEDS
                 method=${LR_METHODS:-finetune,label_smoothing,tf_reg})

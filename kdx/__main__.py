@@ -4,8 +4,11 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from kdx import run
 from kdx.errors import KdxError
 from kdx.trial import register_resolvers
 
@@ -24,11 +27,6 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _hydra_entry(cfg: DictConfig):
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from kdx import run
-
     try:
         return run.main(cfg)
     except KdxError as err:

@@ -136,7 +136,7 @@ class DistillationModule(L.LightningModule):
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self):
         cfg = self.optim_cfg
-        params = [p for p in self.student.parameters() if p.requires_grad]
+        params = [p for p in self.student.parameters() if p.requires_grad] + self.method.student_side_parameters()
         if cfg.name == "adamw":
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         elif cfg.name == "sgd":

@@ -1,6 +1,6 @@
 """Metric loggers for a trial: CSV (default), Weights & Biases, or none.
 
-W&B conventions (DESIGN.md): one run per trial, named by the trial key, grouped by sweep,
+W&B conventions (docs/results.md, README): one run per trial, named by the trial key, grouped by sweep,
 job_type = method, the resolved config attached, files under the trial dir, and always
 finished (exit_code=1 on failure) so that the next multirun job does not log into this run.
 """
@@ -37,7 +37,7 @@ class TrialLoggers:
     def wandb(self) -> WandbLogger:
         if self._wandb is None:
             try:
-                import wandb  # noqa: F401
+                import wandb  # noqa: F401  (optional dependency: only logger=wandb needs it)
             except ImportError:
                 raise KdxError("logger=wandb needs the wandb package", "pip install wandb (or pip install 'kdx[wandb]')") from None
             self._wandb = WandbLogger(
@@ -58,7 +58,7 @@ class TrialLoggers:
         """Close the W&B run whatever happened (called from `finally`)."""
         if self.cfg.name != "wandb":
             return
-        import wandb
+        import wandb  # optional dependency, present when logger=wandb got this far
 
         if wandb.run is not None:
             wandb.finish(exit_code=1 if failed else 0)

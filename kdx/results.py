@@ -1,9 +1,15 @@
-"""The results.json contract (DESIGN.md): one file per trial, written atomically."""
+"""The results.json contract (docs/results.md): one file per trial, written atomically."""
 
 import json
 import os
 import tempfile
 from pathlib import Path
+
+import lightning
+import torch
+import transformers
+
+import kdx
 
 RESULTS_FILE = "results.json"
 
@@ -38,11 +44,5 @@ def is_completed(trial_dir: Path, key: str) -> bool:
 
 
 def versions() -> dict:
-    import lightning
-    import torch
-    import transformers
-
-    import kdx
-
     return {"kdx": kdx.__version__, "torch": torch.__version__.split("+")[0],
             "transformers": transformers.__version__, "lightning": lightning.__version__}

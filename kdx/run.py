@@ -18,6 +18,7 @@ from kdx.errors import KdxError
 from kdx.loggers import TrialLoggers
 from kdx.methods.base import Method, SetupContext
 from kdx.models.student import build, build_student, parameter_count
+from kdx.models.outputs import enable_outputs
 from kdx.models.tokenizer import build_tokenizer
 from kdx.models.weights import check_label_spaces
 from kdx.results import RESULTS_FILE, is_completed, read_results, versions, write_json_atomic
@@ -93,6 +94,8 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
     student = build_trial_student(cfg, spec, vocab_size, provided)
     if teacher is not None:
         check_label_spaces(teacher.model, student, spec.num_labels)
+        enable_outputs(teacher.model, method.outputs, "teacher")
+    enable_outputs(student, method.outputs, "student")
     method.setup(SetupContext(
         spec=spec, student=student, tokenizer=tokenizer, teacher=teacher.model if teacher else None,
         teacher_source=teacher.source if teacher else None, trajectory=list(teacher.trajectory) if teacher else [],

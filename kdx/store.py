@@ -37,7 +37,7 @@ from kdx.models.weights import load_state
 from kdx.results import write_json_atomic
 from kdx.tasks.base import TaskSpec
 from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process, validate_before_max_steps
-from kdx.trial import digest
+from kdx.hashing import digest
 
 TEACHER_FILE = "teacher.pt"
 INFO_FILE = "info.json"
@@ -71,7 +71,7 @@ def provide(method: Method, cfg: DictConfig, spec: TaskSpec, vocab_size: int | N
     if kind != "self" and cfg.model.get("teacher") is None:
         raise KdxError(f"method={cfg.method.name} needs a teacher, but model={cfg.model.name} has none",
                        "choose a model pair with a teacher (e.g. model=tiny) or method=finetune")
-    if kind == "online_teacher":
+    if not method.needs_frozen_teacher:   # online_teacher: the method trains its own copy
         return Provided(new_teacher=lambda: build_teacher(cfg.model.teacher, spec.num_labels, vocab_size))
     if kind == "self":
         return Provided(teacher=obtain_teacher(self_teacher_config(cfg), spec, vocab_size, make_datamodule))

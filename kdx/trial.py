@@ -5,10 +5,9 @@ so a relaunched sweep skips what already completed. Keys that only say *where* o
 runs (paths, logging, hardware, progress bars, the local data folder) are left out of the hash.
 """
 
-import hashlib
-import json
-
 from omegaconf import DictConfig, OmegaConf
+
+from kdx.hashing import digest
 
 # Top-level keys that never change a trial's result.
 INFRA_KEYS = ("hydra", "paths", "logger", "hardware", "skip_completed")
@@ -30,14 +29,8 @@ def result_config(cfg: DictConfig) -> dict:
     return data
 
 
-def digest(data, length: int = KEY_LENGTH) -> str:
-    """Stable short hash of JSON-serialisable data (key order does not matter)."""
-    text = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
 def trial_key(cfg: DictConfig) -> str:
-    return digest(result_config(cfg))
+    return digest(result_config(cfg), KEY_LENGTH)
 
 
 def _trial_key_resolver(*, _root_: DictConfig) -> str:

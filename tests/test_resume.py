@@ -11,7 +11,7 @@ import math
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-import kdx.run
+import kdx.training
 from kdx.methods.annealing import AnnealingKD
 
 TINY = ["task=synthetic", "task.train_size=200", "task.val_size=100", "teacher_training.max_epochs=1",
@@ -48,12 +48,12 @@ def record_schedule(monkeypatch):
 
 
 def with_crash(monkeypatch):
-    original = kdx.run.make_trainer
+    original = kdx.training.make_trainer
 
     def make_trainer(trainer_cfg, callbacks=(), logger=False, **overrides):
         return original(trainer_cfg, callbacks=[*callbacks, CrashInPhase1()], logger=logger, **overrides)
 
-    monkeypatch.setattr(kdx.run, "make_trainer", make_trainer)
+    monkeypatch.setattr(kdx.training, "make_trainer", make_trainer)
     return original
 
 
@@ -72,7 +72,7 @@ def test_resume_in_phase1_reproduces_uninterrupted_run(run_kdx, tmp_path, monkey
     assert (run_dir / "checkpoints" / "phase1-anneal" / "last.ckpt").exists()
     assert not (run_dir / "results.json").exists()
 
-    monkeypatch.setattr(kdx.run, "make_trainer", original)
+    monkeypatch.setattr(kdx.training, "make_trainer", original)
     resumed = run_kdx(*TINY, tmp_path=tmp_path / "crashed", cache_dir=cache)
     after_resume = list(record_schedule)
 

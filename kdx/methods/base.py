@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from kdx.models.outputs import LOGITS_ONLY, ModelOutputs, OutputRequest
 from kdx.tasks.base import TaskSpec
+from kdx.tasks.families import TOKEN_LEVEL
 
 # What a method learns from, provided by the teacher store:
 #   none            no teacher (fine-tuning, label smoothing, teacher-free KD)
@@ -97,6 +98,12 @@ class TrainStep:
     def regression(self) -> bool:
         return self.family == "regression"
 
+    @property
+    def token_mask(self) -> torch.Tensor | None:
+        """(B, T) real-token mask for token-level families (distillation terms average over it);
+        None for sequence-level ones."""
+        return self.inputs.get("attention_mask") if self.family in TOKEN_LEVEL else None
+
     def student(self, **overrides) -> ModelOutputs:
         return self.student_forward(**{**self.inputs, **overrides})
 
@@ -120,7 +127,7 @@ class Phase:
     max_epochs: int | None = None     # None: the trainer's max_epochs
     max_steps: int | None = None      # None: the trainer's max_steps
     restart_from_best: bool = True    # start from the best checkpoint of the previous phase
-    fresh_optimizer: bool = True
+    # (every phase starts with a fresh optimizer and LR schedule)
 
 
 @dataclass
@@ -153,6 +160,11 @@ class Method(nn.Module):
 
     def losses(self, step: TrainStep) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def student_side_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the method's own modules that train with the student, in its optimizer
+        (feature KD's projections)."""
+        return []
 
     # ---- methods with optimizers of their own -------------------------------------------------
     def extra_optimizers(self) -> list[ExtraOptimizer]:

@@ -20,4 +20,4 @@ class KD(Method):
 
     def losses(self, step: TrainStep):
         return kd_objective(step.student_logits(), step.teacher_logits(), step.labels, step.regression,
-                            self.alpha, self.temperature, self.tau_squared)
+                            self.alpha, self.temperature, self.tau_squared, mask=step.token_mask)

@@ -104,7 +104,7 @@ class ProKD(Method):
             annealed = annealed_mse(student, teacher, phi)
             return {"loss": annealed, "annealed_mse": annealed, "phi": student.new_tensor(phi)}
         return kd_objective(student, teacher, step.labels, step.regression, self.alpha, self.temperature,
-                            self.tau_squared)
+                            self.tau_squared, mask=step.token_mask)
 
     def final_ce(self, step: TrainStep) -> dict[str, torch.Tensor]:
         ce = hard_label_loss(step.student_logits(), step.labels, step.regression)

@@ -1,4 +1,4 @@
-"""Schedules of the annealing family (METHODS.md §2-3), as pure functions of training progress.
+"""Schedules of the annealing family (docs/methods.md §2-3), as pure functions of training progress.
 
 Nothing here keeps state: the value at an epoch/step depends only on that epoch/step and the
 schedule's constants, so a run resumed from a checkpoint continues the schedule exactly.

@@ -5,6 +5,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from huggingface_hub import constants
+
 from kdx.errors import KdxError
 
 PACKAGE_PREFIX = "pkg:"
@@ -51,8 +53,6 @@ def package_folder(location: str) -> str:
 
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE as huggingface_hub sees it (read once at its import) or as set now."""
-    from huggingface_hub import constants
-
     return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 

@@ -7,7 +7,8 @@ real tokens only.
 
 Hugging Face models give all of these (`output_hidden_states`, `output_attentions`; attention
 maps need the eager attention implementation, which `enable_outputs` switches to, because the
-fused kernels return none). Plain PyTorch models (the CIFAR ResNets, the MLP) return logits only:
+fused kernels return none, and turns attention dropout off, because the maps transformers returns
+are taken after dropout and would no longer be distributions). Plain PyTorch models (the CIFAR ResNets, the MLP) return logits only:
 asking them for more is an error that says so.
 """
 
@@ -60,8 +61,23 @@ def enable_outputs(model: nn.Module, request: OutputRequest, role: str) -> None:
         raise KdxError(f"the method reads the {role}'s {wanted}, but the {role} ({type(model).__name__}) "
                        "returns logits only",
                        "use a Hugging Face transformer pair (e.g. model=tiny or model=minilm) with this method")
-    if request.attentions and getattr(config, "_attn_implementation", "eager") != "eager":
-        model.set_attn_implementation("eager")
+    if request.attentions:
+        if getattr(config, "_attn_implementation", "eager") != "eager":
+            model.set_attn_implementation("eager")
+        attention_dropout_off(model)
+
+
+def attention_dropout_off(model: nn.Module) -> None:
+    """No dropout on attention probabilities (BERT-style `*Attention.dropout` modules, LLaMA-style
+    `attention_dropout` rates), so the returned maps are the softmax distributions themselves."""
+    for key in ("attention_probs_dropout_prob", "attention_dropout"):
+        if isinstance(getattr(model.config, key, None), float):
+            setattr(model.config, key, 0.0)
+    for module in model.modules():
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+        if type(module).__name__.endswith("Attention") and isinstance(getattr(module, "dropout", None), nn.Dropout):
+            module.dropout.p = 0.0
 
 
 def forward(model: nn.Module, inputs: dict, request: OutputRequest = LOGITS_ONLY) -> ModelOutputs:

@@ -5,12 +5,14 @@ import json
 from pathlib import Path
 
 from filelock import FileLock
+from tokenizers import BertWordPieceTokenizer
+from tokenizers.processors import BertProcessing
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from kdx.errors import KdxError
 from kdx.models.location import hub_error, resolve
-from kdx.trial import digest
+from kdx.hashing import digest
 
 BERT_INPUTS = ["input_ids", "token_type_ids", "attention_mask"]  # segment ids for sentence pairs
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
@@ -33,9 +35,6 @@ def build_tokenizer(spec: DictConfig, task, cache_dir: str | Path):
 
 
 def trained_wordpiece(task, vocab_size: int, lowercase: bool, cache_dir) -> PreTrainedTokenizerFast:
-    from tokenizers import BertWordPieceTokenizer
-    from tokenizers.processors import BertProcessing
-
     texts = list(task.training_texts())
     key = digest({"texts": digest(texts, 32), "vocab_size": vocab_size, "lowercase": lowercase})
     folder = Path(cache_dir) / "tokenizers" / key

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kdx.errors import KdxError
-from kdx.tasks.families import FAMILIES, NOT_MODEL_INPUTS, TOKEN_LEVEL
+from kdx.tasks.families import FAMILIES, NOT_MODEL_INPUTS
 from kdx.tasks.sampling import EpochShuffle
 
 
@@ -49,10 +49,6 @@ class TaskSpec:
     @property
     def is_regression(self) -> bool:
         return self.family == "regression"
-
-    @property
-    def token_level(self) -> bool:
-        return self.family in TOKEN_LEVEL
 
     @property
     def main_metric_name(self) -> str:

@@ -68,13 +68,15 @@ LAYOUTS: dict[str, GlueLayout] = {
 class GlueTask(TextTask):
     def __init__(self, config: str, name: str | None = None, data_dir: str | None = None,
                  hub_id: str = HUB_ID, max_train_examples: int | None = None,
+                 max_eval_examples: int | None = None,
                  metrics=("acc",), main_metric: str = "acc", max_length: int = 128):
         """`max_length` is the token budget per example (read by data.max_length)."""
         if config not in LAYOUTS:
             raise KdxError(f"task.config={config!r} is not a GLUE task", f"use one of {sorted(LAYOUTS)}")
-        if max_train_examples is not None and (not isinstance(max_train_examples, int) or max_train_examples < 1):
-            raise KdxError(f"task.max_train_examples={max_train_examples!r} must be a positive integer",
-                           "set a number of training rows, or null for all of them")
+        for key, value in (("max_train_examples", max_train_examples), ("max_eval_examples", max_eval_examples)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise KdxError(f"task.{key}={value!r} must be a positive integer",
+                               "set a number of rows, or null for all of them")
         if main_metric not in metrics:
             raise KdxError(f"task.main_metric={main_metric!r} is not in task.metrics={list(metrics)}",
                            "add it to task.metrics or pick one of them")
@@ -83,6 +85,7 @@ class GlueTask(TextTask):
         self.data_dir = data_dir
         self.hub_id = hub_id
         self.max_train_examples = max_train_examples
+        self.max_eval_examples = max_eval_examples
         self.spec = TaskSpec(name=name or f"glue/{config}", num_labels=self.layout.num_labels,
                              metrics=list(metrics), main_metric=main_metric,
                              eval_splits=list(self.layout.eval_files),
@@ -92,6 +95,9 @@ class GlueTask(TextTask):
         splits = self._from_tsv() if self.data_dir is not None else self._from_hub()
         if self.max_train_examples is not None:
             splits["train"] = splits["train"][: self.max_train_examples]
+        if self.max_eval_examples is not None:
+            for name in self.spec.eval_splits:
+                splits[name] = splits[name][: self.max_eval_examples]
         return splits
 
     # --- original GLUE TSV files -------------------------------------------------------------
@@ -120,7 +126,7 @@ class GlueTask(TextTask):
     # --- Hugging Face hub --------------------------------------------------------------------
 
     def _from_hub(self) -> dict[str, list[TextExample]]:
-        import datasets
+        import datasets  # here, not at the top: 2.7 s to import, and only hub loading needs it
 
         try:
             dataset = datasets.load_dataset(self.hub_id, self.config)

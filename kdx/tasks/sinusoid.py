@@ -1,4 +1,4 @@
-"""The Continuation-KD toy (METHODS.md §3): 1-D regression of a low-frequency sinusoid seen
+"""The Continuation-KD toy (docs/methods.md §3): 1-D regression of a low-frequency sinusoid seen
 through high-frequency noise.
 
     signal(x)   = low_amplitude · sin(2π · low_frequency · x)

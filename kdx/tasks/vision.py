@@ -81,7 +81,7 @@ def read_folder(data_dir: str, archive_folder: str, train_files: list[str], test
 
 
 def read_hub(hub_id: str, image_column: str, label_column: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    import datasets
+    import datasets  # here, not at the top: 2.7 s to import, and only hub loading needs it
 
     fix = (f"download the CIFAR 'python version' archive where there is network, unpack it and pass "
            f"task.data_dir=/path/to/it (or run once online so that {hub_id} is in the Hugging Face cache)")
