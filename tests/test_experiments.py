@@ -15,7 +15,7 @@ CONF = Path(config_dir())
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 
-# What each paper setting must choose (METHODS.md §1-6).
+# What each paper setting must choose (docs/methods.md §1-6).
 EXPECTED = {
     "annealing_glue": dict(method="annealing", model="roberta-large_to_distilroberta", lr=2e-5, batch=32,
                            knobs={"tau_max": 7, "phase1_epochs": 14, "phase2_epochs": 4}),
