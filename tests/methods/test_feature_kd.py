@@ -216,8 +216,9 @@ def test_feature_kd_on_minilm_and_real_sst2(run_kdx, tmp_path):
     """The 6-layer pre-trained MiniLM teacher, its 3-layer truncation as student (layers 0, 2, 4),
     uniform map {0: 1, 1: 3, 2: 5}: a short run on real SST-2 text."""
     results = run_kdx("method=feature_kd", "model=minilm", "task=glue/sst2", f"task.data_dir={SST2}",
-                      "task.max_train_examples=192", "task.max_eval_examples=64", "trainer.max_steps=12", "trainer.log_every_n_steps=1",
-                      "data.eval_batch_size=256", tmp_path=tmp_path)
+                      "task.max_train_examples=64", "task.max_eval_examples=64", "task.max_length=48",
+                      "data.batch_size=8", "trainer.max_steps=8", "trainer.log_every_n_steps=1",
+                      tmp_path=tmp_path)
     assert results["status"] == "completed"
     assert results["params"]["student"] < results["params"]["teacher"]
     columns = logged_columns(tmp_path / "run")
