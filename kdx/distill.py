@@ -44,7 +44,9 @@ class DistillationModule(L.LightningModule):
             enable_outputs(teacher, method.outputs, "teacher")
         self.extras = {extra.name: extra for extra in method.extra_optimizers()}
         self.automatic_optimization = not self.extras
-        self.student_clip = student_clip   # manual mode: Lightning refuses Trainer clipping there
+        # The student's clip norm, applied here in manual mode only (Lightning refuses Trainer
+        # clipping there); in automatic mode the Trainer clips.
+        self.student_clip = student_clip
         self.val_metrics = nn.ModuleList([build_metrics(spec, s) for s in spec.eval_splits])
 
     # ---- forward passes -------------------------------------------------------------------

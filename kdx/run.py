@@ -92,6 +92,9 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
     teacher = provided.teacher
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # same student init however the teacher came
     student = build_trial_student(cfg, spec, vocab_size, provided)
+    # Checked here, before setup (which may read the models' configs), with a clear message for a
+    # model that cannot give the outputs the method reads; the LightningModule repeats it (idempotent)
+    # for modules built elsewhere (the store, tests).
     if teacher is not None:
         check_label_spaces(teacher.model, student, spec.num_labels)
         enable_outputs(teacher.model, method.outputs, "teacher")

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kdx.distill import DistillationModule
 from kdx.errors import KdxError
+from kdx.hashing import digest
 from kdx.methods.base import LEARNS_FROM, Method
 from kdx.methods.finetune import FineTune
 from kdx.models.student import build, build_student
@@ -37,7 +38,6 @@ from kdx.models.weights import load_state
 from kdx.results import write_json_atomic
 from kdx.tasks.base import TaskSpec
 from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process, validate_before_max_steps
-from kdx.hashing import digest
 
 TEACHER_FILE = "teacher.pt"
 INFO_FILE = "info.json"

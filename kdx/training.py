@@ -134,10 +134,8 @@ def fit_phases(cfg: DictConfig, out_dir: Path, method: Method, student: nn.Modul
 def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.Module | None, spec: TaskSpec,
               datamodule, phase, index: int, ckpt_dir: Path, loggers) -> dict:
     """One phase: a fresh module and optimizer, resumed from the phase's last.ckpt when there is one."""
-    manual = bool(method.extra_optimizers())
-    # Lightning rejects Trainer clipping with manual optimisation: the module clips instead.
-    clip = cfg.trainer.get("gradient_clip_val") if manual else None
-    module = DistillationModule(student, method, spec, cfg.optim, teacher, phase=index, student_clip=clip)
+    module = DistillationModule(student, method, spec, cfg.optim, teacher, phase=index,
+                                student_clip=cfg.trainer.get("gradient_clip_val"))
     checkpoint = best_checkpoint_callback(spec, ckpt_dir, cfg.checkpoint.every_n_epochs)
     callbacks = [checkpoint, EpochSeed(cfg.seed)]
     if cfg.checkpoint.save_last:
@@ -148,7 +146,8 @@ def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.M
     if phase.max_steps is not None:
         overrides["max_steps"] = phase.max_steps
     overrides.update(validate_before_max_steps(cfg.trainer, overrides, datamodule))
-    if manual:
+    if not module.automatic_optimization:
+        # Lightning rejects Trainer clipping with manual optimisation: the module clips instead.
         overrides["gradient_clip_val"] = None
     trainer = make_trainer(cfg.trainer, callbacks=callbacks, logger=loggers, **overrides)
     last = ckpt_dir / "last.ckpt"

@@ -5,11 +5,11 @@ hidden states and attention maps (an `OutputRequest`), and gets them for student
 alike in a `ModelOutputs`. Token-level outputs come with their mask, so a loss can average over
 real tokens only.
 
-Hugging Face models give all of these (`output_hidden_states`, `output_attentions`; attention
-maps need the eager attention implementation, which `enable_outputs` switches to, because the
-fused kernels return none, and turns attention dropout off, because the maps transformers returns
-are taken after dropout and would no longer be distributions). Plain PyTorch models (the CIFAR ResNets, the MLP) return logits only:
-asking them for more is an error that says so.
+Hugging Face models give all of these (`output_hidden_states`, `output_attentions`). Attention
+maps need the eager attention implementation, which `enable_outputs` switches to (the fused
+kernels return none), and no attention dropout, which it turns off (transformers returns maps
+taken after dropout, which are no longer distributions). Plain PyTorch models (the CIFAR ResNets,
+the MLP) return logits only: asking them for more is an error that says so.
 """
 
 from dataclasses import dataclass
@@ -50,8 +50,8 @@ class ModelOutputs:
 
 
 def enable_outputs(model: nn.Module, request: OutputRequest, role: str) -> None:
-    """Checks that `model` can give what `request` asks, and switches a Hugging Face model to
-    eager attention when attention maps are asked for."""
+    """Checks that `model` can give what `request` asks, and, when attention maps are asked for,
+    switches a Hugging Face model to eager attention without attention dropout. Idempotent."""
     if request.logits_only:
         return
     config = getattr(model, "config", None)

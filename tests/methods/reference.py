@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from kdx.methods.base import Budget, Progress, SetupContext, TrainStep
+from kdx.methods.mate import GENERATOR
 from kdx.models.hf import bert_from_arch
 from kdx.models.outputs import ModelOutputs
 from kdx.models.tokenizer import build_tokenizer
@@ -177,6 +178,21 @@ def perturbed_by_hand(model, batch, mask, tokens):
     table = model.get_input_embeddings().weight
     embeds = torch.where(mask.unsqueeze(-1), table[tokens], table[batch["input_ids"]])
     return model(**{**model_inputs(batch), "input_ids": None, "inputs_embeds": embeds}).logits
+
+
+def generator_terms_on_fixed_perturbation(method, tiny, student, teacher, monkeypatch):
+    """The generator's terms of a set-up MATE-style `method` on a fixed x̃ (sample_perturbation
+    patched), with the perturbed logits computed by hand: (terms, z_S(x̃), z_T(x̃), M, ŵ). ŵ
+    requires grad, so a test can check the generator's gradient reaches it."""
+    batch = a_batch(tiny)
+    mask, one_hot, tokens = fixed_perturbation(tiny, batch)
+    one_hot.requires_grad_(True)
+    monkeypatch.setattr(method, "sample_perturbation", lambda step: (mask, one_hot))
+    terms = method.extra_losses(GENERATOR, train_step(batch, student, teacher))
+    with torch.no_grad():
+        student_adv = perturbed_by_hand(student, batch, mask, tokens)
+        teacher_adv = perturbed_by_hand(teacher, batch, mask, tokens)
+    return terms, student_adv, teacher_adv, mask, one_hot
 
 
 def train_step(batch, student, teacher, phase=0, epoch=0, step=0, max_epochs=4, total_steps=40) -> TrainStep:

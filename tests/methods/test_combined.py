@@ -8,11 +8,11 @@ import torch
 from kdx.distill import DistillationModule
 from kdx.methods.base import Budget
 from kdx.methods.combined import CombinedKD
-from kdx.methods.mate import GENERATOR
 from kdx.models.outputs import freeze
 from kdx.tasks.base import model_inputs
 from tests.methods.reference import (ARCH, OPTIM, ParameterWatch, a_batch, alternation, annealing_phi_by_hand,
-                                     by_hand_ce, by_hand_mse, context, fit, fixed_perturbation, models,
+                                     by_hand_ce, by_hand_mse, context, fit, fixed_perturbation,
+                                     generator_terms_on_fixed_perturbation, models,
                                      perturbed_by_hand, train_step)
 
 
@@ -56,13 +56,9 @@ def test_combined_generator_maximises_the_mse_on_perturbed_inputs(tiny, monkeypa
     freeze(teacher)
     method = CombinedKD(generator={"arch": ARCH})
     method.setup(context(tiny, student, teacher))
-    batch = a_batch(tiny)
-    mask, one_hot, tokens = fixed_perturbation(tiny, batch)
-    monkeypatch.setattr(method, "sample_perturbation", lambda step: (mask, one_hot))
-    terms = method.extra_losses(GENERATOR, train_step(batch, student, teacher))
-    with torch.no_grad():
-        expected = by_hand_mse(perturbed_by_hand(student, batch, mask, tokens),
-                               perturbed_by_hand(teacher, batch, mask, tokens))
+    terms, student_adv, teacher_adv, _, _ = generator_terms_on_fixed_perturbation(method, tiny, student, teacher,
+                                                                                  monkeypatch)
+    expected = by_hand_mse(student_adv, teacher_adv)
     assert torch.allclose(terms["generator_div"], expected, atol=1e-5)
     assert torch.allclose(terms["loss"], -expected, atol=1e-5)
 

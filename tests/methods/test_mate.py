@@ -13,7 +13,8 @@ from kdx.models.hf import bert_from_arch
 from kdx.models.outputs import freeze
 from kdx.tasks.base import model_inputs
 from tests.methods.reference import (ARCH, OPTIM, ParameterWatch, a_batch, alternation, by_hand_ce,
-                                     by_hand_soft_ce, context, fit, fixed_perturbation, models, perturbed_by_hand,
+                                     by_hand_soft_ce, context, fit, fixed_perturbation,
+                                     generator_terms_on_fixed_perturbation, models, perturbed_by_hand,
                                      progress, train_step)
 
 
@@ -56,14 +57,9 @@ def test_mate_generator_maximises_the_adversarial_divergence(tiny, monkeypatch):
     freeze(teacher)   # as the trial's LightningModule does
     student.eval()
     method = mate(tiny, teacher, student)
-    batch = a_batch(tiny)
-    mask, one_hot, tokens = fixed_perturbation(tiny, batch)
-    one_hot.requires_grad_(True)
-    monkeypatch.setattr(method, "sample_perturbation", lambda step: (mask, one_hot))
-    terms = method.extra_losses(GENERATOR, train_step(batch, student, teacher))
-    with torch.no_grad():
-        expected = by_hand_soft_ce(perturbed_by_hand(student, batch, mask, tokens),
-                                   perturbed_by_hand(teacher, batch, mask, tokens))
+    terms, student_adv, teacher_adv, mask, one_hot = generator_terms_on_fixed_perturbation(
+        method, tiny, student, teacher, monkeypatch)
+    expected = by_hand_soft_ce(student_adv, teacher_adv)
     assert torch.allclose(terms["generator_div"], expected, atol=1e-5)
     assert torch.allclose(terms["loss"], -expected, atol=1e-5)
     # the gradient reaches ŵ through both models (the teacher is differentiated through, not trained)
