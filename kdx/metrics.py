@@ -1,8 +1,11 @@
 """Task metrics with torchmetrics. Names: acc, f1, mcc (classification), pearson, spearman, mse
-(regression), token_acc (language_modeling, generation: next-token accuracy over labelled tokens)."""
+(regression), token_acc and perplexity (language_modeling, generation: next-token accuracy and
+exp of the mean next-token cross-entropy, both over labelled tokens, summed over the whole split
+before dividing)."""
 
 import torch
-from torchmetrics import MetricCollection
+import torch.nn.functional as F
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import Accuracy, F1Score, MatthewsCorrCoef
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanCorrCoef
 
@@ -12,7 +15,7 @@ from kdx.tasks.base import TaskSpec
 
 CLASSIFICATION = ("acc", "f1", "mcc")
 REGRESSION = ("pearson", "spearman", "mse")
-TOKEN = ("token_acc",)
+TOKEN = ("token_acc", "perplexity")
 ALLOWED = {"classification": CLASSIFICATION, "regression": REGRESSION,
            "language_modeling": TOKEN, "generation": TOKEN, "span_prediction": ()}
 
@@ -33,7 +36,9 @@ def _metric(name: str, num_labels: int):
     if name == "mse":
         return MeanSquaredError()
     if name == "token_acc":
-        return Accuracy(task="multiclass", num_classes=num_labels, ignore_index=IGNORE_INDEX, average="micro")
+        return TokenAccuracy()
+    if name == "perplexity":
+        return Perplexity()
     raise KdxError(f"unknown metric {name!r}", f"use one of {list(CLASSIFICATION + REGRESSION + TOKEN)}")
 
 
@@ -48,7 +53,48 @@ def build_metrics(spec: TaskSpec, split: str) -> MetricCollection:
                             prefix=f"{split}/")
 
 
+class TokenAccuracy(Metric):
+    """Share of labelled tokens whose argmax prediction is the label (no class count needed: the
+    vocabulary is the model's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("correct", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        keep = labels != IGNORE_INDEX
+        self.correct += (logits.argmax(-1)[keep] == labels[keep]).sum()
+        self.total += keep.sum()
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total.clamp(min=1)
+
+
+class Perplexity(Metric):
+    """exp(total next-token negative log-likelihood / number of labelled tokens)."""
+
+    higher_is_better = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("nll", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.nll += F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                    reduction="sum").double()
+        self.total += (labels != IGNORE_INDEX).sum()
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(self.nll / self.total.clamp(min=1))
+
+
 def predictions(logits: torch.Tensor, family: str) -> torch.Tensor:
-    """What the metrics compare with the labels: the output (regression) or the argmax class
-    (per token for token-level families)."""
-    return logits.squeeze(-1).float() if family == "regression" else logits.argmax(-1)
+    """What the metrics compare with the labels: the output (regression), the argmax class, or for
+    token-level language models the logits themselves (their metrics need the distribution)."""
+    if family == "regression":
+        return logits.squeeze(-1).float()
+    if family in ("language_modeling", "generation"):
+        return logits
+    return logits.argmax(-1)

@@ -144,7 +144,7 @@ def build_trial_student(cfg: DictConfig, spec, vocab_size: int | None, provided:
                 raise KdxError("model.student.truncate_from=finetuned needs a method with a teacher",
                                "use truncate_from=pretrained")
             return provided.teacher.model
-        return build(cfg.model.teacher, spec.num_labels, vocab_size)
+        return build(cfg.model.teacher, spec.num_labels, vocab_size, family=spec.family)
 
     return build_student(cfg.model.student, spec.num_labels, vocab_size,
-                         teacher_for_truncation if cfg.model.get("teacher") is not None else None)
+                         teacher_for_truncation if cfg.model.get("teacher") is not None else None, spec.family)

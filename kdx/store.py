@@ -72,7 +72,7 @@ def provide(method: Method, cfg: DictConfig, spec: TaskSpec, vocab_size: int | N
         raise KdxError(f"method={cfg.method.name} needs a teacher, but model={cfg.model.name} has none",
                        "choose a model pair with a teacher (e.g. model=tiny) or method=finetune")
     if not method.needs_frozen_teacher:   # online_teacher: the method trains its own copy
-        return Provided(new_teacher=lambda: build_teacher(cfg.model.teacher, spec.num_labels, vocab_size))
+        return Provided(new_teacher=lambda: build_teacher(cfg.model.teacher, spec, vocab_size))
     if kind == "self":
         return Provided(teacher=obtain_teacher(self_teacher_config(cfg), spec, vocab_size, make_datamodule))
     teacher = obtain_teacher(cfg, spec, vocab_size, make_datamodule)
@@ -110,10 +110,10 @@ def self_teacher_config(cfg: DictConfig) -> DictConfig:
     return derived
 
 
-def build_teacher(tspec: DictConfig, num_labels: int, vocab_size: int | None) -> nn.Module:
-    """A teacher spec's model; a spec with `init: random` (a self-KD teacher built from a random-init
-    student spec) drops pre-trained weights, as the student does."""
-    return build(tspec, num_labels, vocab_size, random_init=tspec.get("init") == "random")
+def build_teacher(tspec: DictConfig, spec: TaskSpec, vocab_size: int | None) -> nn.Module:
+    """A teacher spec's model for the task; a spec with `init: random` (a self-KD teacher built from
+    a random-init student spec) drops pre-trained weights, as the student does."""
+    return build(tspec, spec.num_labels, vocab_size, random_init=tspec.get("init") == "random", family=spec.family)
 
 
 def store_dir(cfg: DictConfig) -> Path:
@@ -124,9 +124,9 @@ def obtain_teacher(cfg: DictConfig, spec: TaskSpec, vocab_size: int | None, make
     """The fine-tuned, frozen-ready teacher for this trial."""
     tspec = cfg.model.teacher
     if tspec.get("finetuned", False):
-        return Teacher(build_teacher(tspec, spec.num_labels, vocab_size), source="finetuned")
+        return Teacher(build_teacher(tspec, spec, vocab_size), source="finetuned")
     if tspec.get("checkpoint"):
-        model = load_state(build_teacher(tspec, spec.num_labels, vocab_size), tspec.checkpoint)
+        model = load_state(build_teacher(tspec, spec, vocab_size), tspec.checkpoint)
         return Teacher(model, source=str(tspec.checkpoint))
     folder = store_dir(cfg)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +134,7 @@ def obtain_teacher(cfg: DictConfig, spec: TaskSpec, vocab_size: int | None, make
         if not (folder / INFO_FILE).exists():
             fine_tune_into_store(cfg, spec, vocab_size, make_datamodule, folder)
     info = json.loads((folder / INFO_FILE).read_text())
-    model = load_state(build_teacher(tspec, spec.num_labels, vocab_size), folder / TEACHER_FILE)
+    model = load_state(build_teacher(tspec, spec, vocab_size), folder / TEACHER_FILE)
     return Teacher(model, source=str(folder), metrics=info["metrics"],
                    trajectory=[folder / p for p in info["trajectory"]])
 
@@ -186,7 +186,7 @@ def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int | None
     print(f"[kdx] fine-tuning the teacher once into the teacher store: {folder}")
     training = cfg.teacher_training
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_teacher(cfg.model.teacher, spec.num_labels, vocab_size)
+    model = build_teacher(cfg.model.teacher, spec, vocab_size)
     optim = OmegaConf.merge(cfg.optim, {"lr": training.lr})
     module = DistillationModule(model, FineTune(), spec, optim)
     trajectory = TrajectoryCheckpoints(folder / "trajectory", training.get("trajectory_every_n_steps"))
@@ -234,10 +234,12 @@ def obtain_assistant(cfg: DictConfig, method: Method, teacher: Teacher, spec: Ta
     folder.parent.mkdir(parents=True, exist_ok=True)
 
     def source_for_truncation(which: str):
-        return teacher.model if which == "finetuned" else build(cfg.model.teacher, spec.num_labels, vocab_size)
+        if which == "finetuned":
+            return teacher.model
+        return build(cfg.model.teacher, spec.num_labels, vocab_size, family=spec.family)
 
     def fresh_assistant():
-        return build_student(aspec, spec.num_labels, vocab_size, source_for_truncation)
+        return build_student(aspec, spec.num_labels, vocab_size, source_for_truncation, spec.family)
 
     with FileLock(str(folder) + ".lock"):
         if not (folder / INFO_FILE).exists():

@@ -23,7 +23,7 @@ from kdx.tasks.base import TaskSpec
 
 PHASE_DONE = "phase_done.json"
 
-LOWER_IS_BETTER = {"mse", "loss"}
+LOWER_IS_BETTER = {"mse", "loss", "perplexity"}
 
 
 def monitor_mode(spec: TaskSpec) -> str:

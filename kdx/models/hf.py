@@ -3,10 +3,12 @@ checkpoint's architecture freshly initialised (optionally resized), or built fro
 architecture dict without any download (the tiny BERT pair)."""
 
 import torch.nn as nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, \
-    BertForSequenceClassification, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, \
+    AutoModelForTokenClassification, BertConfig, BertForSequenceClassification, BertForTokenClassification, \
+    LlamaConfig, LlamaForCausalLM, PretrainedConfig
 
 from kdx.errors import KdxError
+from kdx.models.gguf import checkpoint_folder
 from kdx.models.location import hub_error, resolve
 
 # Config keys that change weight shapes: pre-trained weights cannot be loaded into a model
@@ -16,15 +18,45 @@ SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_ke
               "dim", "hidden_dim", "n_layers", "n_heads", "n_embd", "n_layer", "n_head", "n_positions")
 
 
+# The head a task family needs (kdx/tasks/families.py): one output vector per sequence, per token
+# (span start/end scores), or a next-token distribution.
+AUTO_CLASS = {"classification": AutoModelForSequenceClassification,
+              "regression": AutoModelForSequenceClassification,
+              "span_prediction": AutoModelForTokenClassification,
+              "language_modeling": AutoModelForCausalLM,
+              "generation": AutoModelForCausalLM}
+CAUSAL_FAMILIES = ("language_modeling", "generation")
+
+
 def problem_type(num_labels: int) -> str:
     return "regression" if num_labels == 1 else "single_label_classification"
 
 
-def bert_from_arch(num_labels: int, vocab_size: int, **arch) -> nn.Module:
-    """A randomly initialised BERT classifier of the given size (hidden_size, layers, heads, ...)."""
+def auto_class(family: str):
+    if family not in AUTO_CLASS:
+        raise KdxError(f"no Hugging Face head for task family {family!r}", f"use one of {list(AUTO_CLASS)}")
+    return AUTO_CLASS[family]
+
+
+def bert_from_arch(num_labels: int, vocab_size: int, family: str = "classification", **arch) -> nn.Module:
+    """A randomly initialised BERT of the given size (hidden_size, layers, heads, ...) with a
+    sequence head, or a per-token head for span prediction."""
+    if family in CAUSAL_FAMILIES:
+        raise KdxError(f"bert_from_arch builds encoders, but the task is {family}",
+                       "use a causal LM pair for language modelling and generation (model=tiny_llama or model=smollm2)")
     config = BertConfig(vocab_size=vocab_size, num_labels=num_labels,
                         problem_type=problem_type(num_labels), **arch)
-    return BertForSequenceClassification(config)
+    return BertForTokenClassification(config) if family == "span_prediction" else BertForSequenceClassification(config)
+
+
+def llama_from_arch(num_labels: int, vocab_size: int, family: str = "language_modeling", **arch) -> nn.Module:
+    """A randomly initialised LLaMA-architecture causal LM of the given size (no download): the
+    tiny decoder pair of the tests and the LM smoke runs. `num_labels` is the vocabulary there."""
+    if family not in CAUSAL_FAMILIES:
+        raise KdxError(f"llama_from_arch builds causal language models, but the task is {family}",
+                       "use it with language_modeling or generation tasks (task=lm/..., task=hagrid)")
+    config = LlamaConfig(vocab_size=vocab_size or num_labels, **arch)
+    return LlamaForCausalLM(config)
 
 
 def original_config(name_or_path: str) -> PretrainedConfig:
@@ -65,14 +97,16 @@ def apply_overrides(config: PretrainedConfig, name_or_path: str, overrides: dict
     return config
 
 
-def task_config(name_or_path: str, num_labels: int, keeps_head: bool, **overrides) -> PretrainedConfig:
+def task_config(name_or_path: str, num_labels: int, keeps_head: bool, family: str = "classification",
+                **overrides) -> PretrainedConfig:
     """The checkpoint's config with the task's label space and any overrides; `keeps_head`: the
-    checkpoint's weights (and so its head) will be loaded."""
+    checkpoint's weights (and so its head) will be loaded. Causal LMs keep their vocabulary head."""
     config = original_config(name_or_path)
-    if keeps_head:
-        check_head_size(name_or_path, config, num_labels)
-    config.num_labels = num_labels
-    config.problem_type = problem_type(num_labels)
+    if family not in CAUSAL_FAMILIES:
+        if keeps_head and family != "span_prediction":
+            check_head_size(name_or_path, config, num_labels)
+        config.num_labels = num_labels
+        config.problem_type = problem_type(num_labels)
     return apply_overrides(config, name_or_path, overrides)
 
 
@@ -88,19 +122,23 @@ def check_vocabulary_fits(model: nn.Module, name_or_path: str, vocab_size: int |
 
 
 def from_pretrained(name_or_path: str, num_labels: int, vocab_size: int | None = None,
-                    attn_implementation: str | None = None, **overrides) -> nn.Module:
-    """A classifier with pre-trained weights (a new, randomly initialised head when the checkpoint
-    has none). `overrides` may change settings that keep weight shapes (dropout, ...)."""
+                    attn_implementation: str | None = None, family: str = "classification",
+                    gguf_file: str | None = None, cache_dir: str | None = None, **overrides) -> nn.Module:
+    """A model with pre-trained weights and the head of the task's family (a new, randomly
+    initialised head when the checkpoint has none). `overrides` may change settings that keep
+    weight shapes (dropout, ...). `gguf_file`: the checkpoint is that GGUF file inside the folder
+    (dequantised once into `cache_dir`)."""
     resized = sorted(k for k in overrides if k in SHAPE_KEYS)
     if resized:
         raise KdxError(f"{resized} change the architecture of {name_or_path!r}, so its pre-trained "
                        "weights cannot be loaded",
                        "for a smaller stack use init=truncated (every k-th layer) or init=random with "
                        "resize={...} (a fresh model of the resized architecture)")
-    config = task_config(name_or_path, num_labels, keeps_head=True, **overrides)
+    location = checkpoint_folder(name_or_path, gguf_file, cache_dir)
+    config = task_config(location, num_labels, keeps_head=True, family=family, **overrides)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(resolve(name_or_path), config=config, **extra)
+        model = auto_class(family).from_pretrained(resolve(location), config=config, **extra)
     except (OSError, ValueError) as err:
         raise hub_error(name_or_path, err) from None
     check_vocabulary_fits(model, name_or_path, vocab_size)
@@ -110,15 +148,17 @@ def from_pretrained(name_or_path: str, num_labels: int, vocab_size: int | None =
 
 
 def from_config_of(name_or_path: str, num_labels: int, vocab_size: int | None = None,
-                   attn_implementation: str | None = None, **overrides) -> nn.Module:
-    """The checkpoint's architecture, randomly initialised; `overrides` resize it
-    (num_hidden_layers, hidden_size, intermediate_size, num_attention_heads, ...)."""
-    config = task_config(name_or_path, num_labels, keeps_head=False, **overrides)
+                   attn_implementation: str | None = None, family: str = "classification",
+                   gguf_file: str | None = None, cache_dir: str | None = None, **overrides) -> nn.Module:
+    """The checkpoint's architecture with the head of the task's family, randomly initialised;
+    `overrides` resize it (num_hidden_layers, hidden_size, intermediate_size, num_attention_heads, ...)."""
+    location = checkpoint_folder(name_or_path, gguf_file, cache_dir)
+    config = task_config(location, num_labels, keeps_head=False, family=family, **overrides)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForSequenceClassification.from_config(config, **extra)
+        model = auto_class(family).from_config(config, **extra)
     except ValueError as err:
-        raise KdxError(f"cannot build a {config.model_type!r} classifier from {name_or_path!r} with "
+        raise KdxError(f"cannot build a {config.model_type!r} {family} model from {name_or_path!r} with "
                        f"{overrides}: {str(err).splitlines()[0][:300]}",
                        "check the overrides against the architecture's constraints") from None
     check_vocabulary_fits(model, name_or_path, vocab_size)

@@ -16,10 +16,11 @@ A spec is a dict with a `_target_` builder (kdx.models.hf.*, or any callable tak
 import copy
 
 import torch.nn as nn
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
+from kdx.components import settings_of
 from kdx.errors import KdxError
 
 KDX_KEYS = ("init", "layer_stride", "truncate_from", "resize", "finetuned", "checkpoint", "description")
@@ -27,22 +28,34 @@ STUDENT_INITS = ("pretrained", "truncated", "random")
 # Builders that load weights, and the builder that gives the same architecture without them.
 RANDOM_COUNTERPART = {"kdx.models.hf.from_pretrained": "kdx.models.hf.from_config_of"}
 # Builders whose models are freshly initialised already.
-RANDOM_BUILDERS = ("kdx.models.hf.from_config_of", "kdx.models.hf.bert_from_arch")
+RANDOM_BUILDERS = ("kdx.models.hf.from_config_of", "kdx.models.hf.bert_from_arch", "kdx.models.hf.llama_from_arch")
 # Config entries with one value per layer, which truncation must subset like the layers.
 PER_LAYER_CONFIG_KEYS = ("layer_types",)
 
 
-def build(spec: DictConfig, num_labels: int, vocab_size: int | None, random_init: bool = False) -> nn.Module:
-    """Instantiate a model spec; `random_init` keeps the architecture (resized by `resize`) but
-    drops pre-trained weights."""
+def build(spec: DictConfig, num_labels: int, vocab_size: int | None, random_init: bool = False,
+          family: str = "classification") -> nn.Module:
+    """Instantiate a model spec with the head of the task's `family`; `random_init` keeps the
+    architecture (resized by `resize`) but drops pre-trained weights."""
     params = {k: v for k, v in OmegaConf.to_container(spec, resolve=True).items() if k not in KDX_KEYS}
     target = params.get("_target_")
-    if not random_init:
-        return instantiate(params, num_labels=num_labels, vocab_size=vocab_size, _convert_="all")
-    params.update(spec.get("resize") or {})
-    params["_target_"] = RANDOM_COUNTERPART.get(target, target)
-    model = instantiate(params, num_labels=num_labels, vocab_size=vocab_size, _convert_="all")
-    return model if params["_target_"] in RANDOM_BUILDERS else reinitialised(model)
+    if random_init:
+        params.update(spec.get("resize") or {})
+        params["_target_"] = RANDOM_COUNTERPART.get(target, target)
+    model = instantiate(params, num_labels=num_labels, vocab_size=vocab_size, _convert_="all",
+                        **family_argument(params["_target_"], family))
+    return model if not random_init or params["_target_"] in RANDOM_BUILDERS else reinitialised(model)
+
+
+def family_argument(target: str, family: str) -> dict:
+    """Builders that can make several heads take `family`; the others build sequence-level models
+    only (a CIFAR ResNet, the MLP), which a token-level task cannot use."""
+    if "family" in (settings_of(get_method(target)) or ["family"]):
+        return {"family": family}
+    if family not in ("classification", "regression"):
+        raise KdxError(f"model builder {target} makes sequence-level models, but the task is {family}",
+                       "use a Hugging Face pair (kdx.models.hf builders) for token-level tasks")
+    return {}
 
 
 def reinitialised(model: nn.Module) -> nn.Module:
@@ -56,7 +69,7 @@ def reinitialised(model: nn.Module) -> nn.Module:
 
 
 def build_student(spec: DictConfig, num_labels: int, vocab_size: int | None,
-                  teacher_factory=None) -> nn.Module:
+                  teacher_factory=None, family: str = "classification") -> nn.Module:
     """The student per `spec.init`; `teacher_factory(which)` returns the pre-trained or the
     fine-tuned teacher for truncation."""
     init = spec.get("init", "pretrained")
@@ -76,7 +89,7 @@ def build_student(spec: DictConfig, num_labels: int, vocab_size: int | None,
             raise KdxError(f"model.student.truncate_from={which!r} is not pretrained or finetuned",
                            "set model.student.truncate_from=pretrained|finetuned")
         return truncate(teacher_factory(which), int(spec.get("layer_stride", 2)))
-    return build(spec, num_labels, vocab_size, random_init=(init == "random"))
+    return build(spec, num_labels, vocab_size, random_init=(init == "random"), family=family)
 
 
 def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from kdx.errors import KdxError
+from kdx.models.gguf import checkpoint_folder
 from kdx.models.location import hub_error, resolve
 from kdx.hashing import digest
 
@@ -25,10 +26,14 @@ def build_tokenizer(spec: DictConfig, task, cache_dir: str | Path):
         if not spec.get("name_or_path"):
             raise KdxError("model.tokenizer.kind=pretrained needs model.tokenizer.name_or_path",
                            "set it to the checkpoint whose vocabulary the models embed (usually the teacher's)")
+        location = checkpoint_folder(spec.name_or_path, spec.get("gguf_file"), cache_dir)
         try:
-            return AutoTokenizer.from_pretrained(resolve(spec.name_or_path))
+            tokenizer = AutoTokenizer.from_pretrained(resolve(location))
         except (OSError, ValueError) as err:
             raise hub_error(spec.name_or_path, err) from None
+        if tokenizer.pad_token is None:   # decoder-only checkpoints often have none; batches need one
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
     if kind == "wordpiece":
         return trained_wordpiece(task, int(spec.vocab_size), bool(spec.get("lowercase", True)), cache_dir)
     raise KdxError(f"model.tokenizer.kind={kind!r} is unknown", "use `pretrained` or `wordpiece`")
