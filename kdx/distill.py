@@ -48,6 +48,7 @@ class DistillationModule(L.LightningModule):
         # clipping there); in automatic mode the Trainer clips.
         self.student_clip = student_clip
         self.val_metrics = nn.ModuleList([build_metrics(spec, s) for s in spec.eval_splits])
+        self.evaluators = [spec.evaluator(s) for s in spec.eval_splits] if spec.evaluator else []
 
     # ---- forward passes -------------------------------------------------------------------
     def student_forward(self, **inputs) -> ModelOutputs:
@@ -126,6 +127,8 @@ class DistillationModule(L.LightningModule):
                  sync_dist=True)
         if self.spec.metrics:
             self.val_metrics[dataloader_idx].update(predictions(logits, self.spec.family), batch["labels"])
+        if self.evaluators:
+            self.evaluators[dataloader_idx].update(self.student, batch, logits)
 
     def on_validation_epoch_end(self):
         for collection in self.val_metrics:
@@ -134,6 +137,12 @@ class DistillationModule(L.LightningModule):
             values = collection.compute()
             self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=True, sync_dist=False)
             collection.reset()
+        for split, evaluator in zip(self.spec.eval_splits, self.evaluators):
+            self.log_dict({f"{split}/{k}": float(v) for k, v in evaluator.compute().items()}, sync_dist=False)
+
+    def on_validation_epoch_start(self):
+        for evaluator in self.evaluators:
+            evaluator.reset()
 
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self):

@@ -108,7 +108,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
     best_path, steps = fit_phases(cfg, out_dir, method, student, teacher.model if teacher else None, spec,
                                   datamodule, loggers)
     load_student_weights(student, best_path)
-    metrics = evaluate(student, spec, datamodule, cfg.trainer)
+    metrics = evaluate(student, spec, datamodule, cfg.trainer, artifacts_dir=out_dir if is_rank_zero() else None)
     teacher_metrics = None
     if teacher is not None:
         teacher_metrics = teacher.metrics or evaluate(teacher.model, spec, datamodule, cfg.trainer)

@@ -76,8 +76,10 @@ def single_process(trainer_cfg: DictConfig | dict) -> dict:
     return kwargs
 
 
-def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConfig | None = None) -> dict:
-    """Task metrics of `model` on every evaluation split, on one device (exact: no sampler padding)."""
+def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConfig | None = None,
+             artifacts_dir: Path | None = None) -> dict:
+    """Task metrics of `model` on every evaluation split, on one device (exact: no sampler padding);
+    a task's own evaluators write their files (e.g. generated answers) under `artifacts_dir/<split>`."""
     module = DistillationModule(model, FineTune(), spec, optim_cfg=None)
     accelerator = (trainer_cfg or {}).get("accelerator", "cpu")
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
@@ -86,6 +88,9 @@ def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConf
     merged = {}
     for r in results:
         merged.update({k: float(v) for k, v in r.items()})
+    if artifacts_dir is not None:
+        for split, evaluator in zip(spec.eval_splits, module.evaluators):
+            evaluator.write(Path(artifacts_dir) / split)
     return dict(sorted(merged.items()))
 
 

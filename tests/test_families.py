@@ -152,3 +152,36 @@ def test_language_modelling_task_trains_with_kd_and_reports_token_accuracy():
         total += int(keep.sum())
     assert after["val/token_acc"] == pytest.approx(correct / total, abs=1e-6)
     assert after["val/loss"] < before["val/loss"]          # it learned the counting pattern
+
+
+class LastTokenAgreement:
+    """A task-owned evaluator: share of sequences whose last labelled token the model predicts,
+    accumulated over the split; `write` leaves the per-sequence verdicts."""
+
+    def __init__(self, split: str):
+        self.split, self.verdicts = split, []
+
+    def reset(self):
+        self.verdicts = []
+
+    def update(self, model, batch, logits):
+        last = (batch["labels"] != IGNORE_INDEX).sum(1) - 1
+        rows = torch.arange(len(last))
+        self.verdicts += (logits[rows, last].argmax(-1) == batch["labels"][rows, last]).tolist()
+
+    def compute(self):
+        return {"last_token_acc": sum(self.verdicts) / len(self.verdicts), "sequences": len(self.verdicts)}
+
+    def write(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "verdicts.txt").write_text("".join("1" if v else "0" for v in self.verdicts))
+
+
+def test_a_task_evaluator_sees_the_whole_split_and_writes_its_files(tmp_path):
+    spec = TaskSpec(name="toy-lm", num_labels=VOCAB, metrics=["token_acc"], main_metric="token_acc",
+                    family="language_modeling", evaluator=LastTokenAgreement)
+    student, data = llama(1, 16, seed=1), LMData()
+    metrics = evaluate(student, spec, data, artifacts_dir=tmp_path)
+    verdicts = (tmp_path / "val" / "verdicts.txt").read_text()
+    assert metrics["val/sequences"] == len(data.val) == len(verdicts)
+    assert metrics["val/last_token_acc"] == pytest.approx(verdicts.count("1") / len(verdicts))

@@ -7,7 +7,8 @@ output cache and auxiliary-sample methods key on.
 """
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from pathlib import Path
+from typing import Callable, Iterable
 
 import lightning as L
 import torch
@@ -26,6 +27,26 @@ class TextExample:
     label: float | int
 
 
+class SplitEvaluator:
+    """Metrics a task computes itself over a whole evaluation split, from the model rather than
+    from one batch's logits: generated text scored against references (HAGRID), decoded clusters
+    scored by the CoNLL scorer (coreference). One instance per split and evaluation pass;
+    `compute` returns metric names without the split prefix (`rougeL`, `conll_f1`)."""
+
+    def update(self, model, batch: dict, logits) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def write(self, folder: Path) -> None:
+        """Optional: files of the last evaluation (generated answers, predicted clusters), written
+        beside results.json after the final evaluation."""
+
+
 @dataclass
 class TaskSpec:
     """The task facts that models, methods and metrics need. `family` names the batch contract
@@ -39,6 +60,8 @@ class TaskSpec:
     eval_splits: list[str] = field(default_factory=lambda: ["val"])
     label_names: list[str] | None = None
     family: str | None = None
+    # `evaluator(split)`: a fresh SplitEvaluator for the split, for metrics beyond per-batch ones.
+    evaluator: Callable[[str], SplitEvaluator] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.family is None:
