@@ -86,7 +86,8 @@ class DistillationModule(L.LightningModule):
         values = torch.stack([v.detach().float().sum() for v in terms.values()])
         if bool(torch.isfinite(values).all()):
             return
-        name, value = next((n, float(v)) for n, v in zip(terms, values) if not torch.isfinite(v))
+        bad = [(n, float(v)) for n, v in zip(terms, values) if not torch.isfinite(v)]
+        name, value = next((b for b in bad if b[0] != "loss"), bad[0])   # the term the total came from
         raise KdxError(f"non-finite {owner}loss term train/{name} = {value} at step {self.global_step} "
                        f"(phase {self.phase + 1}, epoch {self.current_epoch})",
                        "check the method's and the optimizer's settings (a lower optim.lr, gradient clipping); "

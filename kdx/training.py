@@ -188,6 +188,10 @@ def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.M
     resume = resume_point(ckpt_dir, owner=is_rank_zero())
     if resume is not None and is_rank_zero():
         print(f"[kdx] resuming from {resume}")
+    # The loaders' shuffling seed is the RNG's initial seed when they are built (in fit): make it the
+    # trial's in every phase, not what the previous phase's last epoch left, or a relaunch that starts
+    # in phase 2 would see other batches than the uninterrupted run.
+    torch.manual_seed(cfg.seed)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume is not None else None)
     if not checkpoint.best_model_path:
         raise KdxError("training ended before any evaluation, so there is no best checkpoint",
