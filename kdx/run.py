@@ -1,5 +1,6 @@
 """One trial: key → settings checked → skip-if-done → lock → seed → task → method → what it learns
-from (teacher store) → student → method setup → fit the phases (resumable) → evaluate the best checkpoint → results.json.
+from (teacher store) → student → method setup → fit the phases (resumable) → evaluate the best
+checkpoint → results.json.
 """
 
 import logging
