@@ -82,11 +82,24 @@ class DistillationModule(L.LightningModule):
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=(name == "loss"), batch_size=batch_size)
 
+    def check_finite(self, terms: dict, owner: str = "") -> None:
+        """The first NaN/inf loss term stops the trial (one device sync per step for all terms)."""
+        values = torch.stack([v.detach().float().sum() for v in terms.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = [(n, float(v)) for n, v in zip(terms, values) if not torch.isfinite(v)]
+        name, value = next((b for b in bad if b[0] != "loss"), bad[0])   # the term the total came from
+        raise KdxError(f"non-finite {owner}loss term train/{name} = {value} at step {self.global_step} "
+                       f"(phase {self.phase + 1}, epoch {self.current_epoch})",
+                       "check the method's and the optimizer's settings (a lower optim.lr, gradient clipping); "
+                       "trainer.detect_anomaly=true finds the operation that first gives NaN")
+
     def training_step(self, batch, batch_idx):
         step = self.make_step(batch)
         if not self.automatic_optimization:
             return self.manual_training_step(step, batch)
         terms = self.method.losses(step)
+        self.check_finite(terms)
         self.log_terms(terms, batch)
         return terms["loss"]
 
@@ -103,6 +116,7 @@ class DistillationModule(L.LightningModule):
                 else:
                     terms = self.method.extra_losses(name, step)
                     logged.update({k: v for k, v in terms.items() if k != "loss"})
+                self.check_finite(terms, "" if name == STUDENT else f"{name} ")
                 optimizer.zero_grad()
                 self.manual_backward(terms["loss"])
                 clip = self.student_clip if name == STUDENT else self.extras[name].clip

@@ -10,6 +10,7 @@ import torch
 import transformers
 
 import kdx
+from kdx.checkpoints import set_aside
 
 RESULTS_FILE = "results.json"
 
@@ -34,7 +35,8 @@ def read_results(trial_dir: Path) -> dict | None:
         return None
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):   # written atomically, so damaged from outside
+        set_aside(path, "not JSON; the trial runs again")
         return None
 
 

@@ -1,20 +1,27 @@
-"""One trial: key → skip-if-done → seed → task → method → what it learns from (teacher store)
-→ student → method setup → fit the phases (resumable) → evaluate the best checkpoint → results.json.
+"""One trial: key → settings checked → skip-if-done → lock → seed → task → method → what it learns
+from (teacher store) → student → method setup → fit the phases (resumable) → evaluate the best
+checkpoint → results.json.
 """
 
 import logging
+import os
+import signal
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from kdx.components import instantiate_component
 from kdx.errors import KdxError
+from kdx.interrupt import TrialInterrupted, requested, signals_stop_the_trial
+from kdx.lock import trial_lock
 from kdx.loggers import TrialLoggers
 from kdx.methods.base import Method, SetupContext
 from kdx.models.student import build, build_student, parameter_count
@@ -22,6 +29,7 @@ from kdx.models.outputs import enable_outputs
 from kdx.models.tokenizer import build_tokenizer
 from kdx.models.weights import check_label_spaces
 from kdx.results import RESULTS_FILE, is_completed, read_results, versions, write_json_atomic
+from kdx.settings import check_settings
 from kdx.store import Provided, provide
 from kdx.summary import print_summary
 from kdx.training import budget, evaluate, fit_phases, is_rank_zero, load_student_weights
@@ -45,10 +53,42 @@ def main(cfg: DictConfig) -> dict:
     quiet_lightning()
     out_dir = output_dir()
     key = trial_key(cfg)
+    try:
+        check_settings(cfg)   # before any work: a bad setting never trains
+    except KdxError as err:
+        record(out_dir, failure(cfg, key, None, err))
+        raise
     if cfg.skip_completed and is_completed(out_dir, key):
-        print(f"[kdx] trial {key} already completed: {out_dir / RESULTS_FILE} (skipping; "
-              f"skip_completed=false reruns it)")
-        return read_results(out_dir)
+        return skipped(out_dir, key)
+    with hold_trial(out_dir, cfg), signals_stop_the_trial():
+        if cfg.skip_completed and is_completed(out_dir, key):   # finished by the launch we waited for
+            return skipped(out_dir, key)
+        return run_held_trial(cfg, out_dir, key)
+
+
+def skipped(out_dir: Path, key: str) -> dict:
+    print(f"[kdx] trial {key} already completed: {out_dir / RESULTS_FILE} (skipping; "
+          f"skip_completed=false reruns it)")
+    return read_results(out_dir)
+
+
+@contextmanager
+def hold_trial(out_dir: Path, cfg: DictConfig):
+    """The trial's lock (kdx/lock.py), taken by the first process only: the other DDP ranks are
+    launched by it and share its folder."""
+    if not is_rank_zero() or int(os.environ.get("SLURM_PROCID", 0)) != 0:
+        yield
+        return
+    with trial_lock(out_dir, cfg.get("lock")):
+        yield
+
+
+def record(out_dir: Path, results: dict) -> None:
+    if is_rank_zero():
+        write_json_atomic(out_dir / RESULTS_FILE, results)
+
+
+def run_held_trial(cfg: DictConfig, out_dir: Path, key: str) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     group = Path(HydraConfig.get().sweep.dir).name if HydraConfig.get().mode == RunMode.MULTIRUN else None
     loggers = TrialLoggers(cfg, out_dir, key, result_config(cfg), group)
@@ -58,16 +98,29 @@ def main(cfg: DictConfig) -> dict:
         failed = False
         return results
     except KdxError as err:
-        if is_rank_zero():
-            write_json_atomic(out_dir / RESULTS_FILE, failure(cfg, key, resolved, err))
+        record(out_dir, failure(cfg, key, resolved, err))
         raise
+    except (TrialInterrupted, SIGTERMException) as err:
+        signum = err.signum if isinstance(err, TrialInterrupted) else (requested() or signal.SIGTERM)
+        record(out_dir, {**failure(cfg, key, resolved, err), "status": "interrupted",
+                         "error": f"interrupted by {signal.Signals(signum).name}; launch the same command to resume"})
+        raise TrialInterrupted(signum) from None
     finally:
         loggers.finish(failed)
 
 
-def failure(cfg: DictConfig, key: str, resolved: dict, err: Exception) -> dict:
-    return {"status": "failed", "error": str(err), "trial_key": key, "task": cfg.task.name,
-            "method": cfg.method.name, "model": cfg.model.name, "seed": cfg.seed, "config": resolved,
+def plain_config(cfg: DictConfig) -> dict:
+    """The config as data, resolved where it resolves (a refused config may not)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def failure(cfg: DictConfig, key: str, resolved: dict | None, err: Exception) -> dict:
+    return {"status": "failed", "error": str(err), "trial_key": key, "task": cfg.task.get("name"),
+            "method": cfg.method.get("name"), "model": cfg.model.get("name"), "seed": cfg.get("seed"),
+            "config": resolved if resolved is not None else plain_config(cfg),
             "versions": versions()}
 
 

@@ -28,6 +28,7 @@ from filelock import FileLock
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from kdx.checkpoints import is_intact, save_atomic, set_aside
 from kdx.distill import DistillationModule
 from kdx.errors import KdxError
 from kdx.hashing import digest
@@ -131,12 +132,28 @@ def obtain_teacher(cfg: DictConfig, spec: TaskSpec, vocab_size: int | None, make
     folder = store_dir(cfg)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        if not (folder / INFO_FILE).exists():
+        if not entry_is_intact(folder):
             fine_tune_into_store(cfg, spec, vocab_size, make_datamodule, folder)
     info = json.loads((folder / INFO_FILE).read_text())
     model = load_state(build_teacher(tspec, spec, vocab_size), folder / TEACHER_FILE)
     return Teacher(model, source=str(folder), metrics=info["metrics"],
                    trajectory=[folder / p for p in info["trajectory"]])
+
+
+def entry_is_intact(folder: Path) -> bool:
+    """Whether a store entry is complete: info.json (written last) readable, teacher.pt and the
+    trajectory intact. A damaged entry is set aside (renamed, kept) so that it is made again."""
+    if not (folder / INFO_FILE).exists():
+        return False
+    try:
+        info = json.loads((folder / INFO_FILE).read_text())
+        files = [folder / TEACHER_FILE, *(folder / p for p in info.get("trajectory", []))]
+        if "metrics" in info and all(is_intact(f) for f in files):
+            return True
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError):
+        pass
+    set_aside(folder, "a teacher store entry with an unreadable or incomplete file")
+    return False
 
 
 class TrajectoryCheckpoints(Callback):
@@ -150,7 +167,7 @@ class TrajectoryCheckpoints(Callback):
     def _save(self, module, name: str):
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / name
-        torch.save(module.student.state_dict(), path)
+        save_atomic(module.student.state_dict(), path)
         self.saved.append(f"{self.folder.name}/{name}")
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
@@ -175,7 +192,7 @@ def fit_into_store(cfg: DictConfig, spec: TaskSpec, module, datamodule, folder: 
     trainer.fit(module, datamodule=datamodule)
     if best.best_model_path:  # without any validation there is no best: keep the last weights
         module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"])
-    torch.save(module.student.state_dict(), folder / TEACHER_FILE)
+    save_atomic(module.student.state_dict(), folder / TEACHER_FILE)
     metrics = evaluate(module.student, spec, datamodule, cfg.trainer)
     for ckpt in (folder / "work").glob("*.ckpt"):
         ckpt.unlink()
@@ -242,7 +259,7 @@ def obtain_assistant(cfg: DictConfig, method: Method, teacher: Teacher, spec: Ta
         return build_student(aspec, spec.num_labels, vocab_size, source_for_truncation, spec.family)
 
     with FileLock(str(folder) + ".lock"):
-        if not (folder / INFO_FILE).exists():
+        if not entry_is_intact(folder):
             print(f"[kdx] distilling the teacher assistant once into the teacher store: {folder}")
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             module = DistillationModule(fresh_assistant(), method, spec, cfg.optim, teacher.model)

@@ -13,8 +13,10 @@ import torch.nn as nn
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from kdx.checkpoints import AtomicCheckpointIO, is_intact, remove_partial_writes, set_aside
 from kdx.distill import DistillationModule
 from kdx.errors import KdxError
+from kdx.interrupt import StopOnSignal, stop_if_requested
 from kdx.methods.base import Budget, Method
 from kdx.methods.finetune import FineTune
 from kdx.results import write_json_atomic
@@ -47,10 +49,12 @@ def last_checkpoint_callback(dirpath: Path) -> ModelCheckpoint:
 
 
 def make_trainer(trainer_cfg: DictConfig | dict, callbacks=(), logger=False, **overrides) -> L.Trainer:
-    """A Trainer from the `trainer.*` config (passed verbatim) plus overrides."""
+    """A Trainer from the `trainer.*` config (passed verbatim) plus overrides; it writes its
+    checkpoints atomically and stops at a batch boundary on SIGTERM/SIGINT/SIGUSR1 (kdx/interrupt.py)."""
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
     kwargs.update(overrides)
-    callbacks = list(callbacks)
+    kwargs["plugins"] = [*(kwargs.get("plugins") or []), AtomicCheckpointIO()]
+    callbacks = [*callbacks, StopOnSignal()]
     if kwargs.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar(leave=True))
     return L.Trainer(callbacks=callbacks, logger=logger, enable_model_summary=False, **kwargs)
@@ -121,9 +125,9 @@ def fit_phases(cfg: DictConfig, out_dir: Path, method: Method, student: nn.Modul
         name = None if len(phases) == 1 else f"phase{index + 1}-{phase.name}"
         ckpt_dir = out_dir / "checkpoints" / name if name else out_dir / "checkpoints"
         done_file = ckpt_dir / PHASE_DONE
-        if done_file.exists():
-            done = json.loads(done_file.read_text())
-        else:
+        done = read_phase_done(done_file)
+        if done is None:
+            stop_if_requested()   # a signal between phases: the next launch starts this phase
             if index > 0 and phase.restart_from_best and best_path is not None:
                 load_student_weights(student, best_path)
             done = fit_phase(cfg, method, student, teacher, spec, datamodule, phase, index, ckpt_dir,
@@ -134,6 +138,37 @@ def fit_phases(cfg: DictConfig, out_dir: Path, method: Method, student: nn.Modul
         if best_score is None or sign * done["best_score"] >= sign * best_score:
             best_path, best_score = Path(done["best_path"]), done["best_score"]
     return best_path, steps
+
+
+def read_phase_done(done_file: Path) -> dict | None:
+    """A finished phase's record; a damaged one is set aside (the phase then resumes from its
+    checkpoints, which end where the phase ended)."""
+    if not done_file.exists():
+        return None
+    try:
+        done = json.loads(done_file.read_text())
+        if {"best_path", "best_score", "steps"} <= set(done) and Path(done["best_path"]).exists():
+            return done
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        pass
+    set_aside(done_file, "unreadable, or its best checkpoint is missing")
+    return None
+
+
+def resume_point(ckpt_dir: Path, owner: bool = True) -> Path | None:
+    """The newest intact checkpoint of a phase (last.ckpt, else the newest best-*.ckpt); the
+    `owner` (rank 0) sets damaged ones aside. None: the phase starts from its beginning."""
+    if not ckpt_dir.is_dir():
+        return None
+    if owner:
+        remove_partial_writes(ckpt_dir)
+    candidates = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime), reverse=True)
+    for candidate in candidates:
+        if is_intact(candidate):
+            return candidate
+        if owner:
+            set_aside(candidate, "not a complete checkpoint")
+    return None
 
 
 def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.Module | None, spec: TaskSpec,
@@ -155,10 +190,14 @@ def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.M
         # Lightning rejects Trainer clipping with manual optimisation: the module clips instead.
         overrides["gradient_clip_val"] = None
     trainer = make_trainer(cfg.trainer, callbacks=callbacks, logger=loggers, **overrides)
-    last = ckpt_dir / "last.ckpt"
-    if last.exists():
-        print(f"[kdx] resuming from {last}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    resume = resume_point(ckpt_dir, owner=is_rank_zero())
+    if resume is not None and is_rank_zero():
+        print(f"[kdx] resuming from {resume}")
+    # The loaders' shuffling seed is the RNG's initial seed when they are built (in fit): make it the
+    # trial's in every phase, not what the previous phase's last epoch left, or a relaunch that starts
+    # in phase 2 would see other batches than the uninterrupted run.
+    torch.manual_seed(cfg.seed)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume is not None else None)
     if not checkpoint.best_model_path:
         raise KdxError("training ended before any evaluation, so there is no best checkpoint",
                        "train for at least one epoch, or set trainer.val_check_interval so that "

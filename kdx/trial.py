@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdx.hashing import digest
 
 # Top-level keys that never change a trial's result.
-INFRA_KEYS = ("hydra", "paths", "logger", "hardware", "skip_completed")
+INFRA_KEYS = ("hydra", "paths", "logger", "hardware", "skip_completed", "lock")
 # Trainer arguments that only change how a run looks, not what it computes.
 INFRA_TRAINER_KEYS = (
     "enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir",

@@ -13,6 +13,7 @@ budget (`trainer.max_steps` > 0) is split by the same fraction.
 """
 
 from kdx.errors import KdxError
+from kdx.knobs import Count, OpenFraction
 from kdx.losses import annealed_mse, hard_label_loss
 from kdx.methods.base import Budget, Method, Phase, Progress, TrainStep
 from kdx.methods.schedules import annealing_scale
@@ -61,8 +62,8 @@ def check_phase1_fraction(phase1_fraction: float) -> None:
 class AnnealingKD(Method):
     learns_from = "teacher"
 
-    def __init__(self, name: str = "annealing", tau_max: int = 7, phase1_epochs: int | None = None,
-                 phase2_epochs: int | None = None, phase1_fraction: float = 14 / 18):
+    def __init__(self, name: str = "annealing", tau_max: Count = 7, phase1_epochs: Count | None = None,
+                 phase2_epochs: Count | None = None, phase1_fraction: OpenFraction = 14 / 18):
         super().__init__()
         check_phase1_fraction(phase1_fraction)
         self.name, self.tau_max = name, int(tau_max)

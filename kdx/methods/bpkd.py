@@ -15,11 +15,13 @@ settings (η, k, continuous vs projected x'): knobs, defaults documented in conf
 """
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from kdx.errors import KdxError
+from kdx.knobs import Count, Fraction, Positive, Weight
 from kdx.losses import distillation_term, hard_label_loss
 from kdx.methods.base import Method, SetupContext, TrainStep
 from kdx.methods.perturb import content_positions, embedding_table, special_token_ids
@@ -56,9 +58,10 @@ def nearest_tokens(points: list[torch.Tensor], tables: list[torch.Tensor], how: 
 class BackwardPassKD(Method):
     learns_from = "teacher"
 
-    def __init__(self, name: str = "bpkd", alpha: float = 0.5, temperature: float = 2.0,
-                 tau_squared: bool = True, eta: float = 0.1, steps: int = 1, norm: str = "l2",
-                 divergence: str = "kl", ratio: float = 1.0, project_to_tokens: str | None = None):
+    def __init__(self, name: str = "bpkd", alpha: Weight = 0.5, temperature: Positive = 2.0,
+                 tau_squared: bool = True, eta: Positive = 0.1, steps: Count = 1, norm: Literal[NORMS] = "l2",
+                 divergence: Literal[DIVERGENCES] = "kl", ratio: Fraction = 1.0,
+                 project_to_tokens: Literal[PROJECTIONS] = None):
         super().__init__()
         for key, value, allowed in (("norm", norm, NORMS), ("divergence", divergence, DIVERGENCES),
                                     ("project_to_tokens", project_to_tokens, PROJECTIONS)):

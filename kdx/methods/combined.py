@@ -11,6 +11,7 @@ split are Annealing-KD's (kdx/methods/annealing.py, kdx/methods/schedules.py).
 
 import torch
 
+from kdx.knobs import Count, NonNegative, NonNegativeInt, OpenFraction, Positive, Probability
 from kdx.losses import annealed_mse, hard_label_loss, kd_mse
 from kdx.methods.annealing import annealing_phases, check_phase1_fraction, phase1_scale
 from kdx.methods.base import Budget, Phase, TrainStep
@@ -18,11 +19,11 @@ from kdx.methods.mate import MateKD
 
 
 class CombinedKD(MateKD):
-    def __init__(self, name: str = "combined", tau_max: int = 10, phase1_epochs: int | None = None,
-                 phase2_epochs: int | None = None, phase1_fraction: float = 0.75,
-                 mask_probability: float = 0.3, gumbel_tau: float = 1.0, generator_steps: int = 10,
-                 student_steps: int = 100, generator_lr: float = 5e-7, generator_weight_decay: float = 0.01,
-                 generator_clip: float | None = 5.0, generator: dict | None = None):
+    def __init__(self, name: str = "combined", tau_max: Count = 10, phase1_epochs: Count | None = None,
+                 phase2_epochs: Count | None = None, phase1_fraction: OpenFraction = 0.75,
+                 mask_probability: Probability = 0.3, gumbel_tau: Positive = 1.0, generator_steps: NonNegativeInt = 10,
+                 student_steps: Count = 100, generator_lr: Positive = 5e-7, generator_weight_decay: NonNegative = 0.01,
+                 generator_clip: Positive | None = 5.0, generator: dict | None = None):
         super().__init__(name=name, mask_probability=mask_probability, gumbel_tau=gumbel_tau,
                          generator_steps=generator_steps, student_steps=student_steps, generator_lr=generator_lr,
                          generator_weight_decay=generator_weight_decay, generator_clip=generator_clip,

@@ -11,9 +11,12 @@ divides it by the number of classes, which is what Annealing-KD's F.mse_loss doe
 whole run, trainer.max_epochs).
 """
 
+from typing import Literal
+
 import torch
 
 from kdx.errors import KdxError
+from kdx.knobs import Count, NonNegative
 from kdx.losses import hard_label_loss
 from kdx.methods.base import Method, TrainStep
 from kdx.methods.schedules import continuation_phi, continuation_psi
@@ -32,8 +35,8 @@ def hinge_distance(student: torch.Tensor, target: torch.Tensor, margin: float, d
 class ContinuationKD(Method):
     learns_from = "teacher"
 
-    def __init__(self, name: str = "continuation", t_max: int = 10, margin: float = 0.1,
-                 distance: str = "sum", anneal_epochs: int | None = None, psi: dict | None = None):
+    def __init__(self, name: str = "continuation", t_max: Count = 10, margin: NonNegative = 0.1,
+                 distance: Literal[DISTANCES] = "sum", anneal_epochs: Count | None = None, psi: dict | None = None):
         super().__init__()
         if distance not in DISTANCES:
             raise KdxError(f"method.distance={distance!r} is not one of {list(DISTANCES)}",

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from kdx.errors import KdxError
+from kdx.knobs import NonNegative, Positive, Weight
 from kdx.losses import kd_objective, masked_mean
 from kdx.methods.base import Method, SetupContext, TrainStep
 from kdx.models.outputs import ModelOutputs, OutputRequest
@@ -65,8 +66,8 @@ def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tenso
 class FeatureKD(Method):
     learns_from = "teacher"
 
-    def __init__(self, name: str = "feature_kd", alpha: float = 0.5, temperature: float = 2.0,
-                 tau_squared: bool = True, hidden_weight: float = 1.0, attention_weight: float = 1.0,
+    def __init__(self, name: str = "feature_kd", alpha: Weight = 0.5, temperature: Positive = 2.0,
+                 tau_squared: bool = True, hidden_weight: NonNegative = 1.0, attention_weight: NonNegative = 1.0,
                  layer_map="uniform"):
         super().__init__()
         if hidden_weight < 0 or attention_weight < 0:

@@ -5,6 +5,7 @@
 For regression (STS-B) CE becomes MSE on the output and the KD term is MSE between outputs.
 """
 
+from kdx.knobs import Positive, Weight
 from kdx.losses import kd_objective
 from kdx.methods.base import Method, TrainStep
 
@@ -12,7 +13,7 @@ from kdx.methods.base import Method, TrainStep
 class KD(Method):
     learns_from = "teacher"
 
-    def __init__(self, name: str = "kd", alpha: float = 0.5, temperature: float = 2.0,
+    def __init__(self, name: str = "kd", alpha: Weight = 0.5, temperature: Positive = 2.0,
                  tau_squared: bool = True):
         super().__init__()
         self.name = name

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kdx.errors import KdxError
+from kdx.knobs import Weight
 from kdx.losses import hard_label_loss, target_cross_entropy
 from kdx.methods.base import Method, TrainStep
 
@@ -25,7 +26,7 @@ def smoothed_targets(labels: torch.Tensor, num_classes: int, alpha: float) -> to
 class LabelSmoothing(Method):
     learns_from = "none"
 
-    def __init__(self, name: str = "label_smoothing", alpha: float = 0.1):
+    def __init__(self, name: str = "label_smoothing", alpha: Weight = 0.1):
         super().__init__()
         if not 0 <= alpha <= 1:
             raise KdxError(f"method.alpha={alpha} must lie in [0, 1]", "e.g. method.alpha=0.1")

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdx.errors import KdxError
+from kdx.knobs import Count, NonNegative, NonNegativeInt, Positive, Probability
 from kdx.losses import hard_label_loss, kd_mse, soft_cross_entropy
 from kdx.methods.base import STUDENT, ExtraOptimizer, Method, Progress, SetupContext, TrainStep
 from kdx.methods.perturb import (content_positions, perturbed_embeddings,
@@ -43,9 +44,9 @@ def is_generator_step(step: int, generator_steps: int, student_steps: int) -> bo
 class MateKD(Method):
     learns_from = "teacher"
 
-    def __init__(self, name: str = "mate", mask_probability: float = 0.3, gumbel_tau: float = 1.0,
-                 generator_steps: int = 10, student_steps: int = 100, generator_lr: float = 5e-7,
-                 generator_weight_decay: float = 0.01, generator_clip: float | None = 5.0,
+    def __init__(self, name: str = "mate", mask_probability: Probability = 0.3, gumbel_tau: Positive = 1.0,
+                 generator_steps: NonNegativeInt = 10, student_steps: Count = 100, generator_lr: Positive = 5e-7,
+                 generator_weight_decay: NonNegative = 0.01, generator_clip: Positive | None = 5.0,
                  generator: dict | None = None):
         super().__init__()
         if not 0 < mask_probability <= 1:

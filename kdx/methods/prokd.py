@@ -19,10 +19,12 @@ teacher), which it trains with an optimizer of its own, stepped after the studen
 
 import copy
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from kdx.errors import KdxError
+from kdx.knobs import Count, NonNegative, NonNegativeInt, Positive, Weight
 from kdx.losses import annealed_mse, hard_label_loss, kd_objective
 from kdx.methods.annealing import phase1_scale
 from kdx.methods.base import STUDENT, Budget, ExtraOptimizer, Method, Phase, Progress, SetupContext, TrainStep
@@ -49,10 +51,11 @@ def every_kth(trajectory: list[Path], k: int) -> list[Path]:
 
 
 class ProKD(Method):
-    def __init__(self, name: str = "prokd", loss: str = "kd_kl", teacher_mode: str = "replay",
-                 ckpt_interval: int = 1, alpha: float = 0.5, temperature: float = 2.0,
-                 tau_squared: bool = True, tau_max: int = 7, final_ce_epochs: int = 0,
-                 teacher_lr: float = 1e-3, teacher_weight_decay: float = 0.01):
+    def __init__(self, name: str = "prokd", loss: Literal[LOSSES] = "kd_kl",
+                 teacher_mode: Literal[TEACHER_MODES] = "replay",
+                 ckpt_interval: Count = 1, alpha: Weight = 0.5, temperature: Positive = 2.0,
+                 tau_squared: bool = True, tau_max: Count = 7, final_ce_epochs: NonNegativeInt = 0,
+                 teacher_lr: Positive = 1e-3, teacher_weight_decay: NonNegative = 0.01):
         super().__init__()
         if loss not in LOSSES:
             raise KdxError(f"method.loss={loss!r} is not one of {list(LOSSES)}", "set method.loss=kd_kl or annealed_mse")

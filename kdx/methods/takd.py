@@ -10,13 +10,14 @@ the student then learns from the frozen assistant. `teacher_metrics` in results.
 assistant's.
 """
 
+from kdx.knobs import Count, Positive, Weight
 from kdx.methods.kd import KD
 
 
 class TAKD(KD):
     learns_from = "assistant"
 
-    def __init__(self, name: str = "takd", alpha: float = 0.5, temperature: float = 2.0,
-                 tau_squared: bool = True, assistant_epochs: int | None = None):
+    def __init__(self, name: str = "takd", alpha: Weight = 0.5, temperature: Positive = 2.0,
+                 tau_squared: bool = True, assistant_epochs: Count | None = None):
         super().__init__(name=name, alpha=alpha, temperature=temperature, tau_squared=tau_squared)
         self.assistant_epochs = assistant_epochs

@@ -11,9 +11,12 @@ softens p^d like a teacher's logits, σ(log p^d / τ), so that τ = 1 gives p^d 
 Regression tasks have no class distribution: there the loss is the plain MSE, as in `finetune`.
 """
 
+from typing import Literal
+
 import torch
 
 from kdx.errors import KdxError
+from kdx.knobs import OpenFraction, Positive, Weight
 from kdx.losses import IGNORE_INDEX, hard_label_loss, kd_kl
 from kdx.methods.base import Method, TrainStep
 from kdx.methods.label_smoothing import one_hot
@@ -30,8 +33,9 @@ def virtual_teacher(labels: torch.Tensor, num_classes: int, correct_prob: float)
 class TeacherFreeReg(Method):
     learns_from = "none"
 
-    def __init__(self, name: str = "tf_reg", correct_prob: float = 0.99, alpha: float = 0.1,
-                 temperature: float = 20.0, tau_squared: bool = True, soften: str = "probabilities"):
+    def __init__(self, name: str = "tf_reg", correct_prob: OpenFraction = 0.99, alpha: Weight = 0.1,
+                 temperature: Positive = 20.0, tau_squared: bool = True,
+                 soften: Literal[SOFTEN] = "probabilities"):
         super().__init__()
         if not 0 < correct_prob < 1:
             raise KdxError(f"method.correct_prob={correct_prob} must lie in (0, 1)",

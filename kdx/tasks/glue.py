@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdx.errors import KdxError
+from kdx.knobs import Count
 from kdx.tasks.base import TaskSpec, TextExample, TextTask
 
 HUB_ID = "nyu-mll/glue"
@@ -67,9 +68,9 @@ LAYOUTS: dict[str, GlueLayout] = {
 
 class GlueTask(TextTask):
     def __init__(self, config: str, name: str | None = None, data_dir: str | None = None,
-                 hub_id: str = HUB_ID, max_train_examples: int | None = None,
-                 max_eval_examples: int | None = None,
-                 metrics=("acc",), main_metric: str = "acc", max_length: int = 128):
+                 hub_id: str = HUB_ID, max_train_examples: Count | None = None,
+                 max_eval_examples: Count | None = None,
+                 metrics=("acc",), main_metric: str = "acc", max_length: Count = 128):
         """`max_length` is the token budget per example (read by data.max_length)."""
         if config not in LAYOUTS:
             raise KdxError(f"task.config={config!r} is not a GLUE task", f"use one of {sorted(LAYOUTS)}")

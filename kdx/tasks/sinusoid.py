@@ -17,16 +17,17 @@ import numpy as np
 import torch
 
 from kdx.errors import KdxError
+from kdx.knobs import Count, NonNegative, Positive, Seed
 from kdx.tasks.base import Task, TaskSpec
 from kdx.tasks.tensor_data import TensorDataModule, TensorSplit
 
 
 class SinusoidTask(Task):
-    def __init__(self, name: str = "synthetic/sinusoid", seed: int = 0, train_size: int = 3000,
-                 val_size: int = 1000, x_min: float = -1.0, x_max: float = 1.0,
-                 low_frequency: float = 1.0, low_amplitude: float = 1.0, high_frequency: float = 10.0,
-                 high_amplitude: float = 0.25, noise_std: float = 0.05,
-                 metrics=("mse", "pearson"), main_metric: str = "mse", max_length: int | None = None,
+    def __init__(self, name: str = "synthetic/sinusoid", seed: Seed = 0, train_size: Count = 3000,
+                 val_size: Count = 1000, x_min: float = -1.0, x_max: float = 1.0,
+                 low_frequency: Positive = 1.0, low_amplitude: NonNegative = 1.0, high_frequency: Positive = 10.0,
+                 high_amplitude: NonNegative = 0.25, noise_std: NonNegative = 0.05,
+                 metrics=("mse", "pearson"), main_metric: str = "mse", max_length: Count | None = None,
                  data_dir: str | None = None):
         """`max_length` is unused (no tokens); it exists because data.max_length reads it."""
         if data_dir is not None:

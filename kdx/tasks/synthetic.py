@@ -18,6 +18,7 @@ conf/task/synthetic.yaml.
 import numpy as np
 
 from kdx.errors import KdxError
+from kdx.knobs import Count, Fraction, Seed
 from kdx.tasks.base import TaskSpec, TextExample, TextTask
 
 MODIFIERS = {"not": -1.0, "very": 2.0}
@@ -25,12 +26,12 @@ NEGATION = "never"
 
 
 class SyntheticTask(TextTask):
-    def __init__(self, name: str = "synthetic", seed: int = 0, num_labels: int = 5,
-                 vocab_size: int = 300, num_cues: int = 100, train_size: int = 4000,
-                 val_size: int = 1000, min_length: int = 8, max_length_words: int = 16,
-                 cue_rate: float = 0.5, modifier_rate: float = 0.0, negation_rate: float = 0.0,
-                 label_noise: float = 0.1,
-                 metrics=("acc",), main_metric: str = "acc", max_length: int = 64,
+    def __init__(self, name: str = "synthetic", seed: Seed = 0, num_labels: Count = 5,
+                 vocab_size: Count = 300, num_cues: Count = 100, train_size: Count = 4000,
+                 val_size: Count = 1000, min_length: Count = 8, max_length_words: Count = 16,
+                 cue_rate: Fraction = 0.5, modifier_rate: Fraction = 0.0, negation_rate: Fraction = 0.0,
+                 label_noise: Fraction = 0.1,
+                 metrics=("acc",), main_metric: str = "acc", max_length: Count = 64,
                  data_dir: str | None = None):
         """`max_length` is the token budget per example (read by data.max_length)."""
         if data_dir is not None:

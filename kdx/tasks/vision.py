@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from kdx.errors import KdxError
+from kdx.knobs import Count, NonNegativeInt, Seed
 from kdx.tasks.base import Task, TaskSpec
 from kdx.tasks.tensor_data import TensorDataModule, TensorSplit
 
@@ -187,9 +188,9 @@ class CifarTask(Task):
     def __init__(self, name: str, num_labels: int, hub_id: str, label_key: str, archive_folder: str,
                  train_files: list[str], test_files: list[str], mean: list[float], std: list[float],
                  data_dir: str | None = None, image_column: str = "img", label_column: str = "label",
-                 augment: bool = True, crop_padding: int = 4, augment_seed: int = 0,
-                 max_train_examples: int | None = None, max_eval_examples: int | None = None,
-                 metrics=("acc",), main_metric: str = "acc", max_length: int | None = None):
+                 augment: bool = True, crop_padding: NonNegativeInt = 4, augment_seed: Seed = 0,
+                 max_train_examples: Count | None = None, max_eval_examples: Count | None = None,
+                 metrics=("acc",), main_metric: str = "acc", max_length: Count | None = None):
         """`max_length` is unused (images have no tokens); data.max_length reads it."""
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise KdxError(f"task.mean={list(mean)} / task.std={list(std)} must be 3 values each, std > 0",
