@@ -16,12 +16,14 @@ not depend on file order within a document.
 import csv
 import json
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kdx.errors import KdxError
+from kdx.knobs import Count, OpenFraction
 from kdx.losses import IGNORE_INDEX
 from kdx.tasks.base import Task, TaskSpec
 from kdx.tasks.sampling import EpochShuffle
@@ -126,10 +128,11 @@ def stack(rows: list[dict]) -> dict[str, torch.Tensor]:
 
 
 class LMTask(Task):
-    def __init__(self, name: str, source: str = "text", data_dir: str | None = None, hub_id: str | None = None,
-                 hub_config: str | None = None, text_field: str = "text", val_fraction: float = 0.1,
-                 max_length: int = 256, max_train_blocks: int | None = None, max_eval_blocks: int | None = None,
-                 max_documents: int | None = 20000, eval_batch_size: int = 8, metrics: list[str] | None = None, main_metric: str = "perplexity"):
+    def __init__(self, name: str, source: Literal[SOURCES] = "text", data_dir: str | None = None,
+                 hub_id: str | None = None, hub_config: str | None = None, text_field: str = "text",
+                 val_fraction: OpenFraction = 0.1, max_length: Count = 256, max_train_blocks: Count | None = None,
+                 max_eval_blocks: Count | None = None, max_documents: Count | None = 20000,
+                 eval_batch_size: Count = 8, metrics: list[str] | None = None, main_metric: str = "perplexity"):
         if source not in SOURCES:
             raise KdxError(f"task.source={source!r} is unknown", f"use one of {list(SOURCES)}")
         if source in ("text", "glue") and not data_dir:
