@@ -5,28 +5,29 @@ augmentation with Annealing-KD's two-phase schedule, all on raw logits.
     phase 1 student steps:         ½·[ MSE(S(x̃), Φ·T(x̃)) + MSE(S(x), Φ·T(x)) ],   Φ = temp/τ_max
     phase 2 student steps:         CE(y, S(x))   from the best phase-1 checkpoint (generator steps continue)
 
-x̃, the generator and the alternation are MATE-KD's (kdx/methods/mate.py); Φ and the phase
+x̃, the generator, the alternation and the optimiser recipe are MATE-KD's (kdx/methods/mate.py); Φ and the phase
 split are Annealing-KD's (kdx/methods/annealing.py, kdx/methods/schedules.py).
 """
 
 import torch
 
 from kdx.losses import annealed_mse, hard_label_loss, kd_mse
-from kdx.methods.annealing import annealing_phases, check_phase1_fraction, phase1_scale
+from kdx.methods.annealing import annealing_phases, check_phase1_fraction, phase1_scale, schedule_terms
 from kdx.methods.base import Budget, Phase, TrainStep
-from kdx.methods.mate import MateKD
+from kdx.methods.mate import PAPER_STUDENT_OPTIM, MateKD
 
 
 class CombinedKD(MateKD):
     def __init__(self, name: str = "combined", tau_max: int = 10, phase1_epochs: int | None = None,
                  phase2_epochs: int | None = None, phase1_fraction: float = 0.75,
                  mask_probability: float = 0.3, gumbel_tau: float = 1.0, generator_steps: int = 10,
-                 student_steps: int = 100, generator_lr: float = 5e-7, generator_weight_decay: float = 0.01,
-                 generator_clip: float | None = 5.0, generator: dict | None = None):
+                 student_steps: int = 100, generator_lr: float = 5e-7, generator_weight_decay: float = 0.0,
+                 generator_clip: float | None = 5.0, generator: dict | None = None,
+                 generator_schedule: str = "linear", student_optim: dict | None = PAPER_STUDENT_OPTIM):
         super().__init__(name=name, mask_probability=mask_probability, gumbel_tau=gumbel_tau,
                          generator_steps=generator_steps, student_steps=student_steps, generator_lr=generator_lr,
                          generator_weight_decay=generator_weight_decay, generator_clip=generator_clip,
-                         generator=generator)
+                         generator=generator, generator_schedule=generator_schedule, student_optim=student_optim)
         check_phase1_fraction(phase1_fraction)
         self.tau_max = int(tau_max)
         self.phase1_epochs, self.phase2_epochs, self.phase1_fraction = phase1_epochs, phase2_epochs, phase1_fraction
@@ -49,4 +50,4 @@ class CombinedKD(MateKD):
         mse_adv = annealed_mse(student_adv, teacher_adv, phi)
         mse_clean = annealed_mse(student, step.teacher_logits(), phi)
         return {"loss": (mse_adv + mse_clean) / 2, "annealed_mse_adv": mse_adv, "annealed_mse": mse_clean,
-                "phi": student.new_tensor(phi)}
+                **schedule_terms(phi, self.tau_max, student)}
