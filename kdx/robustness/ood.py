@@ -66,7 +66,7 @@ def read_local(path: Path, ood: OodSet) -> list[tuple[str, str | None, int]]:
     """(text_a, text_b, label) rows of a local TSV (header row) or JSON-lines file."""
     path = Path(path)
     if not path.is_file():
-        raise KdxError(f"out-of-domain file {path} does not exist", f"point robustness.ood.{ood.name}.file at a "
+        raise KdxError(f"out-of-domain file {path} does not exist", f"point robustness.ood.files.{ood.name} at a "
                        "TSV (header text_a[, text_b], label) or JSON-lines file")
     if path.suffix in (".jsonl", ".json"):
         rows = [(n, json.loads(line)) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
@@ -89,7 +89,7 @@ def load_hub(ood: OodSet) -> list[tuple[str, str | None, int]]:
         rows = datasets.load_dataset(ood.hub_id, ood.hub_config, split=ood.hub_split)
     except OSError as err:   # offline, unknown dataset, network
         raise KdxError(f"cannot load out-of-domain set {ood.name} ({ood.hub_id}): {type(err).__name__}",
-                       f"give a local copy: robustness.ood.{ood.name}.file=PATH (TSV/JSONL with text_a, "
+                       f"give a local copy: robustness.ood.files.{ood.name}=PATH (TSV/JSONL with text_a, "
                        "text_b, label), or download it once with network access") from None
     a, b = ood.columns
     return [(row[a], row[b] if b else None, int(row["label"])) for row in rows]

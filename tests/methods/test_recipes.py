@@ -45,7 +45,8 @@ def test_annealing_phi_follows_the_step_cap_inside_epoch_zero(run_kdx, tmp_path,
     """max_epochs=18 with max_steps=20: phase 1 gets ⌊20·14/18 + ½⌋ = 16 steps, all inside epoch 0
     (24 batches an epoch), so Φ climbs over those 16 steps: temp = 1 + ⌊7·s/16⌋ (it stalled at 1/7)."""
     results = run_kdx(*TINY_RUN, "method=annealing", "data.batch_size=4", "trainer.max_epochs=18",
-                      "trainer.max_steps=20", tmp_path=tmp_path, cache_dir=shared_cache)
+                      "trainer.max_steps=20", "teacher_training.max_steps=3", "task.val_size=8",
+                      tmp_path=tmp_path, cache_dir=shared_cache)
     assert results["status"] == "completed"
     phi = logged(tmp_path / "run", "train/phi")
     assert phi == pytest.approx([(1 + 7 * s // 16) / 7 for s in range(16)])
@@ -108,17 +109,16 @@ def test_mate_and_combined_default_to_the_official_recipe(method):
     optim, clip = student_recipe(cfg, job)
     assert (optim.name, optim.weight_decay, optim.warmup_steps, optim.schedule, clip) == ("adam", 0.0, 2138, "linear", 5.0)
     assert optim.lr == cfg.optim.lr                      # the learning rate stays the run's
-    # overridable: key by key, or null for the run's own optimiser
-    custom = compose_trial([f"method={method}", "method.student_optim.warmup_steps=10", "method.student_optim.gradient_clip_val=2"])
-    optim, clip = student_recipe(custom, MateKD(student_optim=custom.method.student_optim))
+    # overridable: key by key (method.student_optim.warmup_steps=10), or null for the run's own optimiser
+    custom = OmegaConf.merge(cfg.method.student_optim, {"warmup_steps": 10, "gradient_clip_val": 2})
+    optim, clip = student_recipe(cfg, MateKD(student_optim=custom))
     assert optim.warmup_steps == 10 and clip == 2
-    plain = compose_trial([f"method={method}", "method.student_optim=null"])
-    optim, clip = student_recipe(plain, MateKD(student_optim=plain.method.student_optim))
-    assert optim.name == "adamw" and optim.weight_decay == 0.01 and clip == plain.trainer.gradient_clip_val
+    optim, clip = student_recipe(cfg, MateKD(student_optim=None))
+    assert optim.name == "adamw" and optim.weight_decay == 0.01 and clip == cfg.trainer.gradient_clip_val
 
 
 def test_student_recipe_rejects_unknown_keys():
-    cfg = compose_trial(["method=mate"])
+    cfg = compose_trial([])
     with pytest.raises(KdxError, match="student_optim"):
         student_recipe(cfg, MateKD(student_optim={**PAPER_STUDENT_OPTIM, "warmup": 3}))
 
