@@ -16,7 +16,6 @@ Weight decay skips biases and normalisation weights unless `optim.decay_bias_and
 """
 
 import math
-import warnings
 
 import lightning as L
 import torch

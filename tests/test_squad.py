@@ -11,7 +11,6 @@ import torch
 from omegaconf import OmegaConf
 
 from kdx.errors import KdxError
-from kdx.losses import IGNORE_INDEX  # noqa: F401  (QA labels never use it: 0 is "no answer")
 from kdx.methods.base import Progress, TrainStep
 from kdx.methods.kd import KD
 from kdx.models.hf import bert_from_arch
