@@ -10,11 +10,12 @@ Methods that declare optimizers of their own (MATE-KD's generator, online Pro-KD
 in manual optimisation: per batch, the method names the optimizers that step, in order; each
 steps under `toggled_optimizer` (the other parameters get no gradient) with its own clipping.
 The first is the batch's Lightning step; later ones step the raw optimizer, so the global step
-counts batches whatever the pattern. The student's LR schedule advances once per batch.
+counts batches whatever the pattern. The student's LR schedule advances on the batches where the
+student steps (and spans `method.student_updates(batches)`); an extra optimizer's schedule on its own.
+Weight decay skips biases and normalisation weights unless `optim.decay_bias_and_norm`.
 """
 
 import math
-import warnings
 
 import lightning as L
 import torch
@@ -67,9 +68,12 @@ class DistillationModule(L.LightningModule):
 
     # ---- training -------------------------------------------------------------------------
     def progress(self) -> Progress:
+        trainer = self.trainer
+        total = int(trainer.estimated_stepping_batches)
+        steps_per_epoch = trainer.num_training_batches / trainer.accumulate_grad_batches
         return Progress(epoch=self.current_epoch, step=self.global_step,
-                        max_epochs=self.trainer.max_epochs or -1,
-                        total_steps=int(self.trainer.estimated_stepping_batches), phase=self.phase)
+                        max_epochs=epochs_that_run(trainer.max_epochs, steps_per_epoch, total),
+                        total_steps=total, phase=self.phase)
 
     def make_step(self, batch) -> TrainStep:
         return TrainStep(batch=batch, labels=batch["labels"], family=self.spec.family,
@@ -106,6 +110,9 @@ class DistillationModule(L.LightningModule):
     def manual_training_step(self, step: TrainStep, batch):
         names = [STUDENT, *self.extras]
         optimizers = dict(zip(names, self.optimizers()))
+        scheduled = [STUDENT, *(name for name, extra in self.extras.items() if extra.schedule)]
+        found = self.lr_schedulers()
+        schedulers = dict(zip(scheduled, found if isinstance(found, list) else [found]))
         logged = {}
         for position, name in enumerate(self.method.optimizer_sequence(step.progress)):
             optimizer = optimizers[name]
@@ -126,9 +133,8 @@ class DistillationModule(L.LightningModule):
                     optimizer.step()             # counts as the batch's global step
                 else:
                     optimizer.optimizer.step()   # the raw optimizer: no second count
-        with warnings.catch_warnings():  # a batch without a student step (e.g. a generator step)
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-            self.lr_schedulers().step()
+                if name in schedulers:
+                    schedulers[name].step()
         self.log_terms(logged, batch)
         return None
 
@@ -161,27 +167,74 @@ class DistillationModule(L.LightningModule):
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self):
         cfg = self.optim_cfg
-        params = [p for p in self.student.parameters() if p.requires_grad] + self.method.student_side_parameters()
+        params = parameter_groups(self.student, self.method.student_side_parameters(), cfg.weight_decay,
+                                  cfg.get("decay_bias_and_norm", False))
         if cfg.name == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+        elif cfg.name == "adam":
+            optimizer = torch.optim.Adam(params, lr=cfg.lr)
         elif cfg.name == "sgd":
-            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
         else:
-            raise KdxError(f"optim.name={cfg.name!r} is unknown", "use optim.name=adamw or optim.name=sgd")
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = lr_multiplier(cfg, total)
+            raise KdxError(f"optim.name={cfg.name!r} is unknown", "use optim.name=adamw, adam or sgd")
+        batches = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = lr_multiplier(cfg, max(1, self.method.student_updates(batches)))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         student = {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         if self.automatic_optimization:
             return student
-        return [student] + [{"optimizer": extra.make()} for extra in self.extras.values()]
+        extras = []
+        for extra in self.extras.values():
+            extra_optimizer = extra.make()
+            entry = {"optimizer": extra_optimizer}
+            if extra.schedule is not None:
+                entry["lr_scheduler"] = {"scheduler": torch.optim.lr_scheduler.LambdaLR(
+                    extra_optimizer, extra.schedule(batches)), "interval": "step"}
+            extras.append(entry)
+        return [student] + extras
+
+
+def is_decayed(module: nn.Module, name: str) -> bool:
+    """Weight decay skips biases and the weights of normalisation layers (LayerNorm, BatchNorm,
+    RMSNorm, ...: any module class whose name contains "Norm")."""
+    return not (name.endswith("bias") or "Norm" in type(module).__name__)
+
+
+def parameter_groups(model: nn.Module, side: list[nn.Parameter], weight_decay: float,
+                     decay_all: bool = False) -> list[dict]:
+    """The trainable parameters of `model` and the method's `side` parameters in two groups:
+    decayed by `weight_decay`, and biases / norm weights without decay (side parameters: the 1-D
+    ones); everything decayed when `decay_all`."""
+    decayed, exempt, seen = [], [], set()
+
+    def add(param: nn.Parameter, decay: bool) -> None:
+        if param.requires_grad and id(param) not in seen:
+            seen.add(id(param))
+            (decayed if decay_all or decay else exempt).append(param)
+
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            add(param, is_decayed(module, name))
+    for param in side:
+        add(param, param.dim() > 1)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+
+
+def epochs_that_run(max_epochs: int | None, steps_per_epoch: float, total_steps: int) -> int:
+    """The phase's epoch count when its epochs bound it, −1 when its step cap ends it first (then
+    the epoch-based schedules run over its steps instead: a cap inside epoch 0 would otherwise
+    freeze them at their first value). `steps_per_epoch` may be fractional (accumulation) or inf."""
+    if max_epochs is None or max_epochs <= 0 or math.isinf(steps_per_epoch):
+        return -1
+    return max_epochs if total_steps >= max_epochs * math.ceil(steps_per_epoch) else -1
 
 
 def lr_multiplier(cfg, total_steps: int):
-    """The LR schedule as a pure function of the step: linear/cosine decay after linear warmup,
-    constant, or multistep (×gamma at each milestone fraction)."""
-    warmup = int(cfg.get("warmup_ratio", 0.0) * total_steps)
+    """The LR schedule as a pure function of the step: linear/cosine decay after linear warmup
+    (`warmup_steps`, else `warmup_ratio` of the steps), constant, or multistep (×gamma at each
+    milestone fraction)."""
+    steps = cfg.get("warmup_steps")
+    warmup = int(steps) if steps is not None else int(cfg.get("warmup_ratio", 0.0) * total_steps)
     kind = cfg.get("schedule", "linear")
     milestones = [int(m * total_steps) for m in cfg.get("milestones", [])]
 

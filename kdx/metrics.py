@@ -17,7 +17,7 @@ CLASSIFICATION = ("acc", "f1", "mcc")
 REGRESSION = ("pearson", "spearman", "mse")
 TOKEN = ("token_acc", "perplexity")
 ALLOWED = {"classification": CLASSIFICATION, "regression": REGRESSION,
-           "language_modeling": TOKEN, "generation": TOKEN, "span_prediction": ()}
+           "language_modeling": TOKEN, "generation": TOKEN, "span_prediction": (), "question_answering": ()}
 
 
 def _metric(name: str, num_labels: int):

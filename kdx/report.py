@@ -2,7 +2,15 @@
 
 Rows are (task, model, method[, student init][, --by keys]); each shows the main metric's mean ± std
 over seeds and, against the baseline method of the same task/model/init, the mean paired difference
-and the p-value of a test paired over seeds (trials with the same seed):
+and the p-value of a test paired over seeds (trials with the same seed). `--metric` picks another
+metric, robustness ones included (`robustness/attack/attacked_acc`, `robustness/ood/hans/acc`).
+
+A `paper` column shows the paper's reported number where the trial's experiment config records it:
+
+    paper:
+      source: Jafari et al. 2021, Table 1     # where the numbers come from
+      metric: val/acc                         # the kdx metric they compare with
+      values: {annealing: {glue/sst2: 0.935}} # method -> task -> number, on kdx's scale
 
     python -m kdx.report multirun/label_regularization --baseline finetune --test wilcoxon
 """
@@ -19,6 +27,7 @@ from scipy import stats
 
 from kdx.errors import KdxError
 from kdx.results import RESULTS_FILE
+from kdx.robustness import flatten
 
 TESTS = ("ttest", "wilcoxon")
 
@@ -29,6 +38,7 @@ class Row:
     metric: str
     by_seed: dict[int, float] = field(default_factory=dict)
     teacher: list[float] = field(default_factory=list)
+    paper: float | None = None         # the paper's reported number (experiment config `paper`)
     diff: float | None = None          # mean over shared seeds of (this - baseline)
     p_value: float | None = None
     pairs: int = 0
@@ -92,7 +102,7 @@ def summarize(results: list[dict], baseline: str = "finetune", test: str = "ttes
     rows: dict[tuple, Row] = {}
     for r in results:
         name = metric or r["main_metric"]["name"]
-        value = r["main_metric"]["value"] if metric is None else r.get("metrics", {}).get(metric)
+        value = r["main_metric"]["value"] if metric is None else metric_value(r, metric)
         if value is None:
             continue
         key = (r["task"], r["model"], r["method"], *(str(config_value(r.get("config", {}), k)) for k in extra))
@@ -101,6 +111,8 @@ def summarize(results: list[dict], baseline: str = "finetune", test: str = "ttes
             raise KdxError(f"two results for {key} with seed {r['seed']}",
                            "report one sweep at a time, or name the differing config key with --by")
         row.by_seed[r["seed"]] = float(value)
+        if row.paper is None:
+            row.paper = paper_value(r.get("config", {}), r["task"], r["method"], name)
         teacher = (r.get("teacher_metrics") or {}).get(name)
         if teacher is not None:
             row.teacher.append(float(teacher))
@@ -116,6 +128,21 @@ def summarize(results: list[dict], baseline: str = "finetune", test: str = "ttes
         row.diff = statistics.fmean(a - b for a, b in zip(mine, theirs))
         row.p_value = paired_p_value(mine, theirs, test)
     return extra, [rows[k] for k in sorted(rows, key=lambda k: tuple(map(str, k)))]
+
+
+def metric_value(results: dict, metric: str) -> float | None:
+    """A task metric of the trial, or a robustness one (kdx.robustness.flatten)."""
+    value = results.get("metrics", {}).get(metric)
+    return value if value is not None else flatten(results.get("robustness")).get(metric)
+
+
+def paper_value(config: dict, task: str, method: str, metric: str) -> float | None:
+    """The paper's number for (task, method) from the config's `paper` block, when it reports `metric`."""
+    paper = config_value(config, "paper") or {}
+    if paper.get("metric", metric) != metric:
+        return None
+    value = (paper.get("values") or {}).get(method, {}).get(task)
+    return None if value is None else float(value)
 
 
 def paired_p_value(a: list[float], b: list[float], test: str) -> float | None:
@@ -137,12 +164,14 @@ def _num(x: float | None, digits: int = 4) -> str:
 
 def table_lines(extra: list[str], rows: list[Row], baseline: str, test: str) -> list[str]:
     """A Markdown table (readable in a terminal too)."""
-    head = ["task", "model", "method", *extra, "metric", "n", "mean ± std", "teacher",
-            f"Δ vs {baseline}", f"p ({test}, paired)"]
+    papers = any(row.paper is not None for row in rows)   # the column only where a config records one
+    head = ["task", "model", "method", *extra, "metric", "n", "mean ± std", *(["paper"] if papers else []),
+            "teacher", f"Δ vs {baseline}", f"p ({test}, paired)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         teacher = statistics.fmean(row.teacher) if row.teacher else None
-        cells = [*row.key, row.metric, str(len(row.values)), f"{row.mean:.4f} ± {row.std:.4f}", _num(teacher),
+        cells = [*row.key, row.metric, str(len(row.values)), f"{row.mean:.4f} ± {row.std:.4f}",
+                 *([_num(row.paper)] if papers else []), _num(teacher),
                  "" if row.diff is None else f"{row.diff:+.4f} (n={row.pairs})",
                  "" if row.diff is None else _num(row.p_value, 3)]
         lines.append("| " + " | ".join(cells) + " |")

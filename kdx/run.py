@@ -29,6 +29,7 @@ from kdx.models.outputs import enable_outputs
 from kdx.models.tokenizer import build_tokenizer
 from kdx.models.weights import check_label_spaces
 from kdx.results import RESULTS_FILE, is_completed, read_results, versions, write_json_atomic
+from kdx.robustness.suite import run_suite
 from kdx.settings import check_settings
 from kdx.store import Provided, provide
 from kdx.summary import print_summary
@@ -181,6 +182,8 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
         "config": resolved,
         "versions": versions(),
     }
+    if cfg.get("robustness") and is_rank_zero():   # +robustness=standard: the suite after training
+        results["robustness"] = run_suite(student, tokenizer, task, cfg.robustness, cfg.data.max_length)
     if is_rank_zero():
         write_json_atomic(out_dir / RESULTS_FILE, results)
         loggers.log_summary({f"best/{k}": v for k, v in metrics.items()})

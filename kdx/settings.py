@@ -29,8 +29,9 @@ SETTINGS = {
         "teacher": {"finetuned": bool, "checkpoint": str | None},
     },
     "optim": {
-        "name": Literal["adamw", "sgd"], "lr": Positive, "weight_decay": NonNegative, "momentum": Fraction,
+        "name": Literal["adamw", "adam", "sgd"], "lr": Positive, "weight_decay": NonNegative, "momentum": Fraction,
         "schedule": Literal["linear", "cosine", "constant", "multistep"], "warmup_ratio": Fraction,
+        "warmup_steps": NonNegativeInt | None, "decay_bias_and_norm": bool,
         "milestones": list[Fraction], "gamma": Positive,
     },
     "data": {"batch_size": Count, "eval_batch_size": Count, "max_length": Count | None,

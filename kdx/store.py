@@ -163,8 +163,12 @@ class TrajectoryCheckpoints(Callback):
         self.folder = folder
         self.every_n_steps = every_n_steps
         self.saved: list[str] = []
+        self.last_step: int | None = None
 
-    def _save(self, module, name: str):
+    def _save(self, module, name: str, step: int):
+        if step == self.last_step:   # an every-N-steps save at an epoch end: the same weights, kept once
+            return
+        self.last_step = step
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / name
         save_atomic(module.student.state_dict(), path)
@@ -173,10 +177,11 @@ class TrajectoryCheckpoints(Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0:
-            self._save(module, f"step-{step:07d}.pt")
+            self._save(module, f"step-{step:07d}.pt", step)
 
     def on_train_epoch_end(self, trainer, module):
-        self._save(module, f"epoch-{trainer.current_epoch + 1:03d}-step-{trainer.global_step:07d}.pt")
+        self._save(module, f"epoch-{trainer.current_epoch + 1:03d}-step-{trainer.global_step:07d}.pt",
+                   trainer.global_step)
 
 
 def fit_into_store(cfg: DictConfig, spec: TaskSpec, module, datamodule, folder: Path,

@@ -171,11 +171,23 @@ def resume_point(ckpt_dir: Path, owner: bool = True) -> Path | None:
     return None
 
 
+def student_recipe(cfg: DictConfig, method: Method) -> tuple[DictConfig, float | None]:
+    """The student's optimizer config and gradient clip norm: the run's `optim.*` and
+    trainer.gradient_clip_val, with the method's own recipe (`Method.student_optim`) on top."""
+    recipe = dict(method.student_optim or {})
+    clip = recipe.pop("gradient_clip_val", cfg.trainer.get("gradient_clip_val"))
+    unknown = sorted(set(recipe) - set(cfg.optim))
+    if unknown:
+        raise KdxError(f"method.student_optim has keys {unknown} that are not optim.* settings",
+                       f"use keys among {sorted(cfg.optim)} or gradient_clip_val")
+    return OmegaConf.merge(cfg.optim, recipe), clip
+
+
 def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.Module | None, spec: TaskSpec,
               datamodule, phase, index: int, ckpt_dir: Path, loggers) -> dict:
     """One phase: a fresh module and optimizer, resumed from the phase's last.ckpt when there is one."""
-    module = DistillationModule(student, method, spec, cfg.optim, teacher, phase=index,
-                                student_clip=cfg.trainer.get("gradient_clip_val"))
+    optim_cfg, student_clip = student_recipe(cfg, method)
+    module = DistillationModule(student, method, spec, optim_cfg, teacher, phase=index, student_clip=student_clip)
     checkpoint = best_checkpoint_callback(spec, ckpt_dir, cfg.checkpoint.every_n_epochs)
     callbacks = [checkpoint, EpochSeed(cfg.seed)]
     if cfg.checkpoint.save_last:
@@ -186,9 +198,8 @@ def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.M
     if phase.max_steps is not None:
         overrides["max_steps"] = phase.max_steps
     overrides.update(validate_before_max_steps(cfg.trainer, overrides, datamodule))
-    if not module.automatic_optimization:
-        # Lightning rejects Trainer clipping with manual optimisation: the module clips instead.
-        overrides["gradient_clip_val"] = None
+    # Lightning rejects Trainer clipping with manual optimisation: the module clips instead.
+    overrides["gradient_clip_val"] = student_clip if module.automatic_optimization else None
     trainer = make_trainer(cfg.trainer, callbacks=callbacks, logger=loggers, **overrides)
     resume = resume_point(ckpt_dir, owner=is_rank_zero())
     if resume is not None and is_rank_zero():

@@ -86,6 +86,7 @@ def test_conf_ships_in_the_wheel(tmp_path):
     wheel = next(tmp_path.glob("kdx-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "kdx/conf/config.yaml" in names
-    for group in GROUPS:
+    for group in (*GROUPS, "robustness", "experiment"):
         for option in options(group):
             assert f"kdx/conf/{group}/{option}.yaml" in names
+    assert "kdx/robustness/attack.py" in names and "kdx/evaluate.py" in names

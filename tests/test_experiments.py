@@ -31,6 +31,9 @@ EXPECTED = {
     "prokd_glue": dict(method="prokd"),
     "bpkd_glue": dict(method="bpkd"),
     "label_regularization": dict(method="label_smoothing"),
+    # the real-data suite: the MiniLM pair, one method each
+    **{f"{m}_minilm": dict(method=m, model="minilm", epochs=3)
+       for m in ("finetune", "kd", "takd", "annealing", "continuation", "prokd", "mate", "combined", "bpkd")},
 }
 
 
@@ -215,3 +218,32 @@ def test_report_errors_name_the_fix(tmp_path, capsys):
     assert "no completed results.json" in capsys.readouterr().err
     assert report.main([str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_report_paper_column_and_robustness_metrics(tmp_path):
+    paper = {"source": "a table", "metric": "val/acc", "values": {"kd": {"glue/sst2": 0.91}}}
+    for seed, (ft, kd) in enumerate(zip(FT, KD)):
+        write_trial(tmp_path, f"ft{seed}", "glue/sst2", "finetune", seed, ft)
+        write_trial(tmp_path, f"kd{seed}", "glue/sst2", "kd", seed, kd)
+        path = tmp_path / f"kd{seed}" / "results.json"
+        data = json.loads(path.read_text())
+        data["config"]["paper"] = paper
+        data["robustness"] = {"attack": {"attacked_acc": 0.5 + seed / 10, "split": "val"},
+                              "ood": {"imdb": {"acc": 0.6}, "yelp": {"error": "offline"}}}
+        path.write_text(json.dumps(data))
+    _, rows = report.summarize(report.load_results(tmp_path)[0])
+    by_method = {row.key[2]: row for row in rows}
+    assert by_method["kd"].paper == pytest.approx(0.91) and by_method["finetune"].paper is None
+    lines = report.table_lines([], rows, "finetune", "ttest")
+    assert "| paper |" in lines[0] and "0.9100" in next(line for line in lines if "| kd |" in line)
+    # another metric than the paper's: no paper number
+    _, rows = report.summarize(report.load_results(tmp_path)[0], metric="robustness/attack/attacked_acc")
+    kd = next(r for r in rows if r.key[2] == "kd")
+    assert kd.paper is None and kd.mean == pytest.approx(statistics_mean([0.5, 0.6, 0.7, 0.8]))
+    # without any recorded paper number the column is left out
+    assert "paper" not in report.table_lines([], rows, "finetune", "ttest")[0]
+
+
+def statistics_mean(values):
+    return sum(values) / len(values)
+

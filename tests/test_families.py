@@ -29,7 +29,8 @@ LM_SPEC = TaskSpec(name="toy-lm", num_labels=VOCAB, metrics=["token_acc"], main_
 def test_spec_family_defaults_and_validation():
     assert TaskSpec(name="a", num_labels=1, metrics=["mse"], main_metric="mse").family == "regression"
     assert TaskSpec(name="b", num_labels=3, metrics=["acc"], main_metric="acc").family == "classification"
-    assert set(FAMILIES) == {"classification", "regression", "language_modeling", "generation", "span_prediction"}
+    assert set(FAMILIES) == {"classification", "regression", "language_modeling", "generation", "span_prediction",
+                             "question_answering"}
     with pytest.raises(KdxError, match="family"):
         TaskSpec(name="c", num_labels=3, metrics=[], main_metric="acc", family="translation")
 

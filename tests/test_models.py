@@ -79,6 +79,19 @@ def test_truncation_copies_teacher_layers_0_k_2k(make, stack, stride, kept):
     assert not torch.equal(next(student.parameters()), next(teacher.parameters()))
 
 
+def test_truncation_keeps_listed_layers():
+    teacher = small_bert(layers=6)
+    student = truncate(teacher, 2, layers=[0, 2, 3, 5])
+    assert student.config.num_hidden_layers == 4
+    t, s = teacher.state_dict(), student.state_dict()
+    for index, kept in enumerate([0, 2, 3, 5]):
+        key = f"bert.encoder.layer.{index}.output.dense.weight"
+        assert torch.equal(s[key], t[f"bert.encoder.layer.{kept}.output.dense.weight"])
+    for bad in ([], [3, 1], [0, 6]):
+        with pytest.raises(KdxError, match="layers"):
+            truncate(teacher, 2, layers=bad)
+
+
 def test_truncated_student_computes_like_the_kept_teacher_layers():
     """A stride-1 truncation is the teacher itself: same logits on the same input."""
     teacher = small_bert(layers=3).eval()

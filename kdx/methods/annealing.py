@@ -7,10 +7,14 @@ Phase 2 starts from the best phase-1 checkpoint with a fresh optimizer and LR sc
 result is the best checkpoint over both phases (the training layer runs the phases).
 
 Epoch budget: E1/E2 are `phase1_epochs`/`phase2_epochs` when given; otherwise `trainer.max_epochs`
-(N) is split: E1 = round(phase1_fraction·N) (at least 1, at most N−1), E2 = N − E1, so
-`trainer.max_epochs=18` gives the paper's 14 + 4 and `trainer.max_epochs=4` gives 3 + 1. A step
-budget (`trainer.max_steps` > 0) is split by the same fraction.
+(N) is split: E1 = ⌊phase1_fraction·N + ½⌋ (nearest integer, halves round up; at least 1, at most
+N−1), E2 = N − E1, so `trainer.max_epochs=18` gives the paper's 14 + 4, `trainer.max_epochs=4`
+gives 3 + 1 and 6 × 0.75 = 4.5 gives 5 + 1. A step budget (`trainer.max_steps` > 0) is split by the
+same rule. Whichever bound ends phase 1 first sets the Φ staircase: its epochs when they all run,
+its steps when the step cap ends it earlier (see kdx.distill.epochs_that_run).
 """
+
+import math
 
 from kdx.errors import KdxError
 from kdx.knobs import Count, OpenFraction
@@ -20,11 +24,12 @@ from kdx.methods.schedules import annealing_scale
 
 
 def split_budget(total: int, fraction: float, what: str) -> tuple[int, int]:
-    """(first, second) with first + second = total, each at least 1."""
+    """(first, second) with first + second = total, each at least 1: first = ⌊fraction·total + ½⌋,
+    halves rounding up (the 1e-9 keeps 0.7 × 5 = 3.4999… from rounding down)."""
     if total < 2:
         raise KdxError(f"annealing needs {what} >= 2 to split between its two phases, got {total}",
                        f"raise {what}, or give method.phase1_epochs and method.phase2_epochs")
-    first = min(total - 1, max(1, round(fraction * total)))
+    first = min(total - 1, max(1, math.floor(fraction * total + 0.5 + 1e-9)))
     return first, total - first
 
 
@@ -53,6 +58,12 @@ def phase1_scale(progress: Progress, tau_max: int) -> float:
     return annealing_scale(p.epoch, p.max_epochs if p.max_epochs > 0 else None, tau_max, p.step, p.total_steps)
 
 
+def schedule_terms(phi: float, tau_max: int, like) -> dict:
+    """Φ and the paper's temperature T = τ_max·(1 − Φ) + 1 (τ_max … 1), logged every step so a run
+    shows the schedule it followed."""
+    return {"phi": like.new_tensor(phi), "temperature": like.new_tensor(tau_max * (1 - phi) + 1)}
+
+
 def check_phase1_fraction(phase1_fraction: float) -> None:
     if not 0 < phase1_fraction < 1:
         raise KdxError(f"method.phase1_fraction={phase1_fraction} must lie in (0, 1)",
@@ -78,6 +89,6 @@ class AnnealingKD(Method):
         if step.progress.phase == 0:
             phi = phase1_scale(step.progress, self.tau_max)
             annealed = annealed_mse(student, step.teacher_logits(), phi)
-            return {"loss": annealed, "annealed_mse": annealed, "phi": student.new_tensor(phi)}
+            return {"loss": annealed, "annealed_mse": annealed, **schedule_terms(phi, self.tau_max, student)}
         ce = hard_label_loss(student, step.labels, step.regression)
         return {"loss": ce, "ce": ce}

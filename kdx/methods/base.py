@@ -137,6 +137,9 @@ class ExtraOptimizer:
     name: str
     make: Callable[[], torch.optim.Optimizer]
     clip: float | None = None         # gradient-norm clip of its parameters (None: no clipping)
+    # `schedule(phase_batches)` -> the LR multiplier as a function of this optimizer's own step
+    # count (None: a constant LR)
+    schedule: Callable[[int], Callable[[int], float]] | None = None
 
 
 class Method(nn.Module):
@@ -147,6 +150,9 @@ class Method(nn.Module):
     outputs: OutputRequest = LOGITS_ONLY
     # learns_from="assistant": epochs of the assistant's distillation (None: the trainer's max_epochs)
     assistant_epochs: int | None = None
+    # The student's optimiser recipe where the method's paper fixes one (MATE-KD, Combined-KD):
+    # entries replace `optim.*` keys, `gradient_clip_val` replaces trainer.gradient_clip_val.
+    student_optim: dict | None = None
 
     @property
     def needs_frozen_teacher(self) -> bool:
@@ -170,6 +176,10 @@ class Method(nn.Module):
     def extra_optimizers(self) -> list[ExtraOptimizer]:
         """Optimizers besides the student's; any makes the module step them by hand."""
         return []
+
+    def student_updates(self, batches: int) -> int:
+        """How many of a phase's `batches` step the student (its LR schedule spans these)."""
+        return batches
 
     def optimizer_sequence(self, progress: Progress) -> list[str]:
         """The optimizers that step on this batch, in order (STUDENT or an extra's name). The

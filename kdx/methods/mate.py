@@ -8,10 +8,16 @@ generator G, alternating generator and student steps.
     generator steps (10 of every 110 batches):  max_G  div(S(x̃), T(x̃))
     student steps  (100 of every 110 batches):  min_S  ⅓·CE(y, S(x)) + ⅓·div(S(x̃), T(x̃)) + ⅓·div(S(x), T(x))
 
-The generator has its own AdamW (lr 5e-7) and gradient clipping (5). It belongs to the method, so
-it is checkpointed with the trial and stays out of the student's optimizer. Combined-KD
-(kdx/methods/combined.py) reuses this loop with other objectives.
+Optimisation follows the official code by default (`student_optim`, overridable key by key, or
+null for the run's own `optim.*`): the student trains with Adam, weight decay 0, linear warmup
+(2,138 steps, their GLUE script) then linear decay, gradient clipping 5, and its LR schedule
+advances on student steps only (it spans the phase's student steps). The generator has its own
+AdamW (lr 5e-7, weight decay 0, linear decay over its own steps) and gradient clipping (5). It
+belongs to the method, so it is checkpointed with the trial and stays out of the student's
+optimizer. Combined-KD (kdx/methods/combined.py) reuses this loop with other objectives.
 """
+
+from typing import Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -36,9 +42,26 @@ def mate_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return soft_cross_entropy(student_logits, teacher_logits)
 
 
+# The official code's student recipe (MATE-KD and Combined-KD): entries replace optim.* keys.
+PAPER_STUDENT_OPTIM = {"name": "adam", "weight_decay": 0.0, "warmup_steps": 2138, "schedule": "linear",
+                       "gradient_clip_val": 5.0}
+GENERATOR_SCHEDULES = ("linear", "constant")
+
+
 def is_generator_step(step: int, generator_steps: int, student_steps: int) -> bool:
     """Batches cycle through `generator_steps` generator updates, then `student_steps` student ones."""
     return step % (generator_steps + student_steps) < generator_steps
+
+
+def generator_steps_in(batches: int, generator_steps: int, student_steps: int) -> int:
+    """How many of the first `batches` batches are generator steps (closed form of the cycle)."""
+    cycles, rest = divmod(batches, generator_steps + student_steps)
+    return cycles * generator_steps + min(rest, generator_steps)
+
+
+def linear_decay(total_steps: int):
+    """LR multiplier 1 → 0 over `total_steps` steps."""
+    return lambda step: max(0.0, 1.0 - step / max(1, total_steps))
 
 
 class MateKD(Method):
@@ -46,9 +69,13 @@ class MateKD(Method):
 
     def __init__(self, name: str = "mate", mask_probability: Probability = 0.3, gumbel_tau: Positive = 1.0,
                  generator_steps: NonNegativeInt = 10, student_steps: Count = 100, generator_lr: Positive = 5e-7,
-                 generator_weight_decay: NonNegative = 0.01, generator_clip: Positive | None = 5.0,
-                 generator: dict | None = None):
+                 generator_weight_decay: NonNegative = 0.0, generator_clip: Positive | None = 5.0,
+                 generator: dict | None = None, generator_schedule: Literal[GENERATOR_SCHEDULES] = "linear",
+                 student_optim: dict | None = PAPER_STUDENT_OPTIM):
         super().__init__()
+        if generator_schedule not in GENERATOR_SCHEDULES:
+            raise KdxError(f"method.generator_schedule={generator_schedule!r} is not one of {list(GENERATOR_SCHEDULES)}",
+                           "use generator_schedule=linear (the official code) or constant")
         if not 0 < mask_probability <= 1:
             raise KdxError(f"method.mask_probability={mask_probability} must lie in (0, 1]", "MATE-KD uses 0.3")
         if generator_steps < 0 or student_steps < 1:
@@ -58,7 +85,9 @@ class MateKD(Method):
         self.mask_probability, self.gumbel_tau = mask_probability, gumbel_tau
         self.generator_steps, self.student_steps = int(generator_steps), int(student_steps)
         self.generator_lr, self.generator_weight_decay = generator_lr, generator_weight_decay
-        self.generator_clip = generator_clip
+        self.generator_clip, self.generator_schedule = generator_clip, generator_schedule
+        self.student_optim = OmegaConf.to_container(student_optim, resolve=True) if isinstance(
+            student_optim, DictConfig) else (dict(student_optim) if student_optim is not None else None)
         self.generator_spec = OmegaConf.to_container(generator, resolve=True) if isinstance(
             generator, DictConfig) else dict(generator or {})
         self.generator = None              # a masked LM over the task's vocabulary, built in setup
@@ -82,8 +111,15 @@ class MateKD(Method):
         self.__dict__["student_model"], self.__dict__["teacher_model"] = context.student, context.teacher
 
     def extra_optimizers(self) -> list[ExtraOptimizer]:
-        return [ExtraOptimizer(GENERATOR, clip=self.generator_clip, make=lambda: torch.optim.AdamW(
+        schedule = None
+        if self.generator_schedule == "linear":
+            schedule = lambda batches: linear_decay(  # noqa: E731
+                generator_steps_in(batches, self.generator_steps, self.student_steps))
+        return [ExtraOptimizer(GENERATOR, clip=self.generator_clip, schedule=schedule, make=lambda: torch.optim.AdamW(
             self.generator.parameters(), lr=self.generator_lr, weight_decay=self.generator_weight_decay))]
+
+    def student_updates(self, batches: int) -> int:
+        return batches - generator_steps_in(batches, self.generator_steps, self.student_steps)
 
     def optimizer_sequence(self, progress: Progress) -> list[str]:
         return [GENERATOR] if is_generator_step(progress.step, self.generator_steps, self.student_steps) else [STUDENT]

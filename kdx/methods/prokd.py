@@ -18,6 +18,7 @@ teacher), which it trains with an optimizer of its own, stepped after the studen
 """
 
 import copy
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +27,7 @@ import torch
 from kdx.errors import KdxError
 from kdx.knobs import Count, NonNegative, NonNegativeInt, Positive, Weight
 from kdx.losses import annealed_mse, hard_label_loss, kd_objective
-from kdx.methods.annealing import phase1_scale
+from kdx.methods.annealing import phase1_scale, schedule_terms
 from kdx.methods.base import STUDENT, Budget, ExtraOptimizer, Method, Phase, Progress, SetupContext, TrainStep
 from kdx.models.outputs import freeze, logits_of
 from kdx.models.weights import load_state
@@ -40,6 +41,20 @@ TEACHER_MODES = ("replay", "online")
 def stage_index(fraction: float, stages: int) -> int:
     """Which of `stages` equal shares of the phase `fraction` (0 … 1) falls in."""
     return min(stages - 1, int(fraction * stages))
+
+
+def distinct_steps(trajectory: list[Path]) -> list[Path]:
+    """The trajectory with one checkpoint per optimizer step: a store that saved an every-N-steps
+    checkpoint and an epoch-end one at the same step holds the same weights twice, which would
+    give them two stage shares. File names end in `step-<global step>.pt`."""
+    kept, seen = [], set()
+    for path in trajectory:
+        match = re.search(r"step-(\d+)\.pt$", Path(path).name)
+        step = int(match.group(1)) if match else path
+        if step not in seen:
+            seen.add(step)
+            kept.append(path)
+    return kept
 
 
 def every_kth(trajectory: list[Path], k: int) -> list[Path]:
@@ -82,7 +97,7 @@ class ProKD(Method):
                                f"but the teacher came from {context.teacher_source!r}, which has none",
                                "let kdx fine-tune the teacher into the teacher store (model.teacher.finetuned=false, "
                                "model.teacher.checkpoint=null), or use method.teacher_mode=online")
-            self.checkpoints = every_kth(list(context.trajectory), self.ckpt_interval)
+            self.checkpoints = every_kth(distinct_steps(list(context.trajectory)), self.ckpt_interval)
             self.__dict__["teacher_model"] = context.teacher   # the trial's frozen teacher, reloaded per stage
             return
         self.online_teacher = context.new_teacher()
@@ -105,7 +120,7 @@ class ProKD(Method):
         if self.loss == "annealed_mse":
             phi = phase1_scale(step.progress, self.tau_max)
             annealed = annealed_mse(student, teacher, phi)
-            return {"loss": annealed, "annealed_mse": annealed, "phi": student.new_tensor(phi)}
+            return {"loss": annealed, "annealed_mse": annealed, **schedule_terms(phi, self.tau_max, student)}
         return kd_objective(student, teacher, step.labels, step.regression, self.alpha, self.temperature,
                             self.tau_squared, mask=step.token_mask)
 
@@ -152,7 +167,10 @@ class ProKD(Method):
         self.target_teacher.eval()   # Lightning's train() reaches it too (it is in the module tree)
         with torch.no_grad():
             target = logits_of(self.target_teacher, **step.inputs)
-        return self.distillation(step.student_logits(), target, step)
+        terms = self.distillation(step.student_logits(), target, step)
+        # T^(i) is the snapshot taken at step i·ckpt_interval
+        terms["stage"] = step.labels.new_tensor(step.progress.step // self.ckpt_interval, dtype=torch.float32)
+        return terms
 
     def extra_losses(self, name: str, step: TrainStep) -> dict[str, torch.Tensor]:
         """One fine-tuning step of the online teacher: CE(y, T(x))."""

@@ -3,9 +3,9 @@ checkpoint's architecture freshly initialised (optionally resized), or built fro
 architecture dict without any download (the tiny BERT pair)."""
 
 import torch.nn as nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, \
-    AutoModelForTokenClassification, BertConfig, BertForSequenceClassification, BertForTokenClassification, \
-    LlamaConfig, LlamaForCausalLM, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForQuestionAnswering, \
+    AutoModelForSequenceClassification, AutoModelForTokenClassification, BertConfig, BertForQuestionAnswering, \
+    BertForSequenceClassification, BertForTokenClassification, LlamaConfig, LlamaForCausalLM, PretrainedConfig
 
 from kdx.errors import KdxError
 from kdx.models.gguf import checkpoint_folder
@@ -23,6 +23,7 @@ SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_ke
 AUTO_CLASS = {"classification": AutoModelForSequenceClassification,
               "regression": AutoModelForSequenceClassification,
               "span_prediction": AutoModelForTokenClassification,
+              "question_answering": AutoModelForQuestionAnswering,     # start/end scores per token
               "language_modeling": AutoModelForCausalLM,
               "generation": AutoModelForCausalLM}
 CAUSAL_FAMILIES = ("language_modeling", "generation")
@@ -46,7 +47,8 @@ def bert_from_arch(num_labels: int, vocab_size: int, family: str = "classificati
                        "use a causal LM pair for language modelling and generation (model=tiny_llama or model=smollm2)")
     config = BertConfig(vocab_size=vocab_size, num_labels=num_labels,
                         problem_type=problem_type(num_labels), **arch)
-    return BertForTokenClassification(config) if family == "span_prediction" else BertForSequenceClassification(config)
+    heads = {"span_prediction": BertForTokenClassification, "question_answering": BertForQuestionAnswering}
+    return heads.get(family, BertForSequenceClassification)(config)
 
 
 def llama_from_arch(num_labels: int, vocab_size: int, family: str = "language_modeling", **arch) -> nn.Module:
@@ -103,7 +105,7 @@ def task_config(name_or_path: str, num_labels: int, keeps_head: bool, family: st
     checkpoint's weights (and so its head) will be loaded. Causal LMs keep their vocabulary head."""
     config = original_config(name_or_path)
     if family not in CAUSAL_FAMILIES:
-        if keeps_head and family != "span_prediction":
+        if keeps_head and family not in ("span_prediction", "question_answering"):
             check_head_size(name_or_path, config, num_labels)
         config.num_labels = num_labels
         config.problem_type = problem_type(num_labels)

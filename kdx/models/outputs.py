@@ -37,7 +37,7 @@ LOGITS_ONLY = OutputRequest()
 
 @dataclass
 class ModelOutputs:
-    logits: torch.Tensor                                   # (B, C), or (B, T, V) token-level
+    logits: torch.Tensor                                   # (B, C), (B, T, V) token-level, (B, 2, T) QA spans
     # HF convention: hidden_states[0] is the embedding output, hidden_states[i + 1] the output of
     # transformer layer i (0-based); each (B, T, H).
     hidden_states: tuple[torch.Tensor, ...] | None = None
@@ -88,12 +88,26 @@ def forward(model: nn.Module, inputs: dict, request: OutputRequest = LOGITS_ONLY
     if request.attentions:
         extra["output_attentions"] = True
     out = model(**inputs, **extra)
-    if not hasattr(out, "logits"):          # a plain module: the logits tensor itself
+    if not hasattr(out, "logits") and not hasattr(out, "start_logits"):   # a plain module: the logits tensor itself
         return ModelOutputs(logits=out)
-    return ModelOutputs(logits=out.logits,
+    logits = span_logits(out, inputs.get("attention_mask")) if hasattr(out, "start_logits") else out.logits
+    return ModelOutputs(logits=logits,
                         hidden_states=getattr(out, "hidden_states", None) if request.hidden_states else None,
                         attentions=getattr(out, "attentions", None) if request.attentions else None,
                         mask=inputs.get("attention_mask"))
+
+
+PADDING_SCORE = -1e4   # a padded position's span score: no probability after any softmax (τ ≤ 100)
+
+
+def span_logits(out, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Extractive QA heads give start and end scores per token: stacked as (B, 2, T), so that the
+    softmax over the last dim is the distribution over answer positions (CE and KD then work as
+    for classification), with padded positions set to PADDING_SCORE."""
+    logits = torch.stack([out.start_logits, out.end_logits], dim=1)
+    if attention_mask is not None:
+        logits = logits.masked_fill(~attention_mask.bool().unsqueeze(1), PADDING_SCORE)
+    return logits
 
 
 def logits_of(model: nn.Module, **inputs) -> torch.Tensor:

@@ -88,7 +88,7 @@ def build_student(spec: DictConfig, num_labels: int, vocab_size: int | None,
         if which not in ("pretrained", "finetuned"):
             raise KdxError(f"model.student.truncate_from={which!r} is not pretrained or finetuned",
                            "set model.student.truncate_from=pretrained|finetuned")
-        return truncate(teacher_factory(which), int(spec.get("layer_stride", 2)))
+        return truncate(teacher_factory(which), int(spec.get("layer_stride", 2)), spec.get("layers"))
     return build(spec, num_labels, vocab_size, random_init=(init == "random"), family=family)
 
 
@@ -107,9 +107,10 @@ def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return stacks[0]
 
 
-def truncate(teacher: nn.Module, stride: int) -> nn.Module:
-    """A copy of `teacher` keeping layers 0, k, 2k, ... (DistilBERT keeps every second layer);
-    everything outside the layer stack (embeddings, pooler, head) is copied as is."""
+def truncate(teacher: nn.Module, stride: int, layers=None) -> nn.Module:
+    """A copy of `teacher` keeping layers 0, k, 2k, ... (DistilBERT keeps every second layer), or
+    the listed `layers` (model.*.layers, e.g. [0, 2, 3, 5]: a depth no stride gives); everything
+    outside the layer stack (embeddings, pooler, head) is copied as is."""
     if not isinstance(teacher, PreTrainedModel):
         raise KdxError(f"student init 'truncated' needs a Hugging Face model; got {type(teacher).__name__}",
                        "use model.student.init=random or pretrained for this pair")
@@ -120,6 +121,11 @@ def truncate(teacher: nn.Module, stride: int) -> nn.Module:
                        f"choose a stride of at least 1 (2 halves the depth, as DistilBERT; "
                        f"{total} or more keeps only layer 0)")
     kept = list(range(0, total, stride))
+    if layers is not None:
+        kept = [int(i) for i in layers]
+        if not kept or kept != sorted(set(kept)) or not all(0 <= i < total for i in kept):
+            raise KdxError(f"layers={kept} must be increasing indices of the teacher's {total} layers",
+                           f"list layers among 0..{total - 1}, e.g. [0, 2, 3, 5]")
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(kept)
     for key in PER_LAYER_CONFIG_KEYS:

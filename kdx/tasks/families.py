@@ -17,14 +17,20 @@ in `NOT_MODEL_INPUTS` is passed to the model's forward.
 |                     | (teacher forcing)                              | prompt: only the answer is learned       |            |
 | span_prediction     | input_ids, attention_mask[, token_type_ids]    | (B, T, 2) float 0/1 start/end targets of | (B, T, 2)  |
 |                     | (the query is marked in the input)             | every answer span, −100 on padding       |            |
+| question_answering  | input_ids, attention_mask[, token_type_ids]    | (B, 2) long: the answer's start and end  | (B, 2, T)  |
+|                     | (question + one context window)                | token; 0 (the first token) = no answer   |            |
 
 Token-level families (language_modeling, generation, span_prediction) mask their losses with the
-labels (−100) and their distillation terms with the attention mask.
+labels (−100) and their distillation terms with the attention mask. Question answering is
+sequence-level to the losses: its logits put the positions on the last dim (start and end rows),
+so CE is softmax cross-entropy over positions and KD compares the start/end distributions; the
+model output gives padded positions a score of −1e4 (kdx.models.outputs.span_logits).
 """
 
 from dataclasses import dataclass
 
-FAMILIES = ("classification", "regression", "language_modeling", "generation", "span_prediction")
+FAMILIES = ("classification", "regression", "language_modeling", "generation", "span_prediction",
+            "question_answering")
 TOKEN_LEVEL = ("language_modeling", "generation", "span_prediction")
 # Batch entries that are targets or bookkeeping, not model inputs.
 NOT_MODEL_INPUTS = ("labels", "idx")
@@ -33,7 +39,7 @@ NOT_MODEL_INPUTS = ("labels", "idx")
 @dataclass(frozen=True)
 class BatchContract:
     family: str
-    label_dims: int              # 1: (B,), 2: (B, T), 3: (B, T, 2)
+    label_dims: int              # 1: (B,), 2: (B, T) or (B, 2), 3: (B, T, 2)
     label_dtype: str             # "long" | "float"
 
 
@@ -43,6 +49,7 @@ CONTRACTS = {
     "language_modeling": BatchContract("language_modeling", 2, "long"),
     "generation": BatchContract("generation", 2, "long"),
     "span_prediction": BatchContract("span_prediction", 3, "float"),
+    "question_answering": BatchContract("question_answering", 2, "long"),
 }
 
 

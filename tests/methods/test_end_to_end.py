@@ -25,7 +25,10 @@ EXTRA_OVERRIDES = {
 }
 EXPECTED_TERMS = {
     "mate": {"loss", "ce", "div", "div_adv", "generator_div", "generator_loss"},
-    "combined": {"loss", "annealed_mse", "annealed_mse_adv", "phi", "ce", "generator_div"},
+    "combined": {"loss", "annealed_mse", "annealed_mse_adv", "phi", "temperature", "ce", "generator_div"},
+    # the schedules are logged every step, so a run shows what the method did
+    "annealing": {"loss", "annealed_mse", "phi", "temperature", "ce"},
+    "continuation": {"loss", "ce", "cnt", "phi", "psi"},
     "bpkd": {"loss", "ce", "kd", "kd_aux"},
     "prokd": {"loss", "ce", "kd", "stage"},
 }
