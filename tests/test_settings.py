@@ -63,7 +63,7 @@ def test_every_shipped_config_passes_the_checks(override):
     ("method.alpha=1.5", ["method.alpha=1.5", "[0, 1]", "fix"]),
     ("seed=abc", ["seed='abc'", "an integer in [0, 4294967295]"]),
     ("data.batch_size=0", ["data.batch_size=0", "an integer >= 1"]),
-    ("optim.name=adam", ["optim.name='adam'", "one of ['adamw', 'sgd']"]),
+    ("optim.name=rmsprop", ["optim.name='rmsprop'", "one of ['adamw', 'adam', 'sgd']"]),
     ("trainer.max_epochs=1.5", ["trainer.max_epochs=1.5", "an integer >= -1"]),
     ("+trainer.max_epoch=3", ["trainer.max_epoch", "did you mean trainer.max_epochs?"]),
     ("+optim.lrr=0.1", ["optim.lrr", "did you mean optim.lr?"]),
