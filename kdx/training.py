@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from kdx.distill import DistillationModule
+from kdx.distributed import ExactValidation
 from kdx.errors import KdxError
 from kdx.methods.base import Budget, Method
 from kdx.methods.finetune import FineTune
@@ -90,8 +91,9 @@ def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConf
 
 
 def is_rank_zero() -> bool:
-    """Only the first process of a DDP run writes results (Lightning's launcher sets these)."""
-    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """Only the first process of a DDP run writes results (Lightning's launcher sets the first
+    three; srun sets SLURM_PROCID for each task of a multi-task SLURM job)."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def budget(trainer_cfg: DictConfig) -> Budget:
@@ -153,7 +155,7 @@ def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.M
     last = ckpt_dir / "last.ckpt"
     if last.exists():
         print(f"[kdx] resuming from {last}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, datamodule=ExactValidation(datamodule), ckpt_path=str(last) if last.exists() else None)
     if not checkpoint.best_model_path:
         raise KdxError("training ended before any evaluation, so there is no best checkpoint",
                        "train for at least one epoch, or set trainer.val_check_interval so that "
