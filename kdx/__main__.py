@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from kdx import run
 from kdx.errors import KdxError
+from kdx import slurm, slurm_launcher
 from kdx.trial import register_resolvers
 
 
@@ -23,6 +24,7 @@ def config_dir() -> str:
 
 
 register_resolvers()
+slurm.register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
@@ -37,6 +39,7 @@ def _hydra_entry(cfg: DictConfig):
 
 
 def main():
+    slurm_launcher.install()
     _hydra_entry()
 
 
