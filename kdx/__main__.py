@@ -1,7 +1,6 @@
 """`python -m kdx [overrides]`: one trial (or, with -m, a sweep of trials) from the Hydra config."""
 
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -11,16 +10,8 @@ from omegaconf import DictConfig
 from kdx import run
 from kdx.errors import KdxError
 from kdx import slurm, slurm_launcher
+from kdx.configs import config_dir
 from kdx.trial import register_resolvers
-
-
-def config_dir() -> str:
-    """conf/ ships inside the wheel as kdx/conf; in a checkout it sits next to kdx/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").exists():
-            return str(candidate)
-    raise RuntimeError(f"kdx config folder not found next to {here}")
 
 
 register_resolvers()
