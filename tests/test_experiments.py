@@ -1,6 +1,7 @@
 """Experiment and sweep configs compose; the label-regularisation grid is 600 trials; kdx.report
 aggregates results.json files the way the statistics are written out here by hand."""
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -207,7 +208,34 @@ def test_report_cli_prints_the_table(sweep, capsys):
     mean, std = hand_stats(KD)
     assert f"{mean:.4f} ± {std:.4f}" in out
     assert f"{hand_paired_t_p(KD, FT):.3f}" in out
-    assert "2 trial(s) failed" in out
+    assert "2 trial(s) without a completed result" in out
+    assert "bad" in out and "(boom)" in out and "half" in out   # listed with the error's first line
+
+
+def test_report_writes_csv_and_plots(tmp_path, capsys):
+    """--out: report.md, report.csv (the table's numbers) and PNG figures, pre-trained and random
+    students side by side."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    runs = tmp_path / "runs"
+    for init, offset in (("pretrained", 0.2), ("random", 0.0)):
+        for seed, (ft, kd) in enumerate(zip(FT, KD)):
+            for task in ("glue/sst2", "glue/rte"):
+                write_trial(runs, f"ft-{init}-{task[5:]}-{seed}", task, "finetune", seed, ft + offset, init=init)
+                write_trial(runs, f"kd-{init}-{task[5:]}-{seed}", task, "kd", seed, kd + offset, init=init)
+    out = tmp_path / "report"
+    assert report.main([str(runs), "--out", str(out)]) == 0
+    assert "written:" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(rows) == 2 * 2 * 2
+    kd_random = next(r for r in rows if (r["task"], r["method"], r["model.student.init"]) == ("glue/rte", "kd", "random"))
+    assert float(kd_random["mean"]) == pytest.approx(hand_stats(KD)[0])
+    assert float(kd_random["p_value"]) == pytest.approx(hand_paired_t_p(KD, FT))
+    for name in ("bars-tiny.png", "heatmap-tiny.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300
+        assert f"({name})" in (out / "report.md").read_text()
 
 
 def test_report_errors_name_the_fix(tmp_path, capsys):

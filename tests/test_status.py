@@ -75,6 +75,14 @@ def test_status_counts_completed_failed_and_not_started(run_kdx, tmp_path, capsy
     assert "3 trials in the grid" in out and "| finetune | synthetic | 1 | 1 | 0 | 0 | 1 |" in out
     assert f"{planned[1]}  synthetic · finetune · seed 1: CUDA out of memory" in out
     assert "long traceback" not in out
+    # The report of the same folder lists the failed and the missing trial (nothing dropped silently).
+    from kdx import report
+
+    assert report.main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "2 trial(s) without a completed result" in out
+    assert f"{planned[1]}  synthetic · finetune · seed 1: failed (CUDA out of memory)" in out
+    assert f"{planned[2]}  synthetic · finetune · seed 2: not started" in out
 
 
 @pytest.mark.slow
