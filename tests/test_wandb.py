@@ -30,11 +30,12 @@ def test_offline_run_lives_in_the_trial_folder_and_is_finished(run_kdx, tmp_path
     assert results["status"] == "completed"
     assert wandb.run is None  # finished: the next multirun job cannot log into it
     assert len(list((tmp_path / "run" / "wandb").glob("offline-run-*"))) == 1
-    assert created["name"] == results["trial_key"]
+    assert created["name"] == created["id"] == results["trial_key"]   # a resume continues this run
+    assert created["resume"] == "allow"
     assert created["save_dir"] == str(tmp_path / "run")
     assert created["project"] == "kdx-tests" and created["job_type"] == "finetune"
     assert created["group"] == "synthetic"  # not a multirun: grouped by task
-    assert {"synthetic", "finetune"} <= set(created["tags"])
+    assert {"synthetic", "finetune", "tiny", "init:random", "seed:0"} <= set(created["tags"])
     assert created["config"]["task"]["train_size"] == 120  # the resolved config
     assert (tmp_path / "run" / "csv" / "metrics.csv").exists()  # CSV kept next to W&B
 
@@ -104,6 +105,7 @@ def run_facts(run_dir: Path) -> dict:
     return facts
 
 
+@pytest.mark.slow
 def test_multirun_offline_runs_one_per_trial_and_resume_continues_the_same_run(tmp_path):
     """2 trials of a multirun → two W&B runs (id = trial key) in one group (the sweep); relaunching
     after a simulated preemption (one trial's results removed, its last.ckpt kept) adds no third run:
@@ -134,7 +136,7 @@ def test_multirun_offline_runs_one_per_trial_and_resume_continues_the_same_run(t
     assert {f["job_type"] for f in facts} == {"finetune"}
     for f in facts:
         results = json.loads((keys[f["id"]] / "results.json").read_text())
-        assert {"synthetic", "finetune", "tiny", "init:pretrained", f"seed:{results['seed']}"} <= f["tags"]
+        assert {"synthetic", "finetune", "tiny", "init:random", f"seed:{results['seed']}"} <= f["tags"]
         assert f["summary"]["best/val/acc"] == pytest.approx(results["metrics"]["val/acc"])
     sync = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run", *map(str, runs)],
                           capture_output=True, text=True, env=env, timeout=300)
