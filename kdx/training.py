@@ -14,7 +14,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from kdx.distill import DistillationModule
-from kdx.distributed import ExactValidation
 from kdx.errors import KdxError
 from kdx.methods.base import Budget, Method
 from kdx.methods.finetune import FineTune
@@ -155,7 +154,7 @@ def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.M
     last = ckpt_dir / "last.ckpt"
     if last.exists():
         print(f"[kdx] resuming from {last}")
-    trainer.fit(module, datamodule=ExactValidation(datamodule), ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
     if not checkpoint.best_model_path:
         raise KdxError("training ended before any evaluation, so there is no best checkpoint",
                        "train for at least one epoch, or set trainer.val_check_interval so that "
