@@ -131,3 +131,33 @@ def test_ddp_job_with_two_tasks(slurm_cluster, tmp_path):
     # padding): its score is the exact single-process evaluation of that checkpoint.
     done = json.loads(next((tmp_path / "sweep").rglob("phase_done.json")).read_text())
     assert results["main_metric"]["value"] == pytest.approx(done["best_score"], abs=1e-6)
+
+
+# ---- without a cluster ---------------------------------------------------------------------------
+def test_gpus_are_requested_only_where_the_partition_has_them(monkeypatch):
+    import kdx.slurm as slurm
+
+    monkeypatch.setattr(slurm, "partition_has_gpus", lambda partition: partition == "gpu")
+    assert slurm.gpus_per_node("auto", 2, "gpu") == 2
+    assert slurm.gpus_per_node("auto", 2, "cpu") is None
+    assert slurm.gpus_per_node(None, 2, "gpu") is None and slurm.gpus_per_node(4, 2, "cpu") == 4
+    with pytest.raises(slurm.KdxError, match="not a number"):
+        slurm.gpus_per_node("many", 2, "gpu")
+
+
+def test_job_states_from_squeue_without_accounting(monkeypatch):
+    """A cluster without accounting: states come from squeue; a registered job that left the queue
+    (without a result file) counts as done, so the sweep reports it instead of waiting forever."""
+    import kdx.slurm as slurm
+
+    monkeypatch.setattr(slurm, "accounting_available", lambda: False)
+    watcher = slurm.squeue_watcher_class()(delay_s=60)
+    for job_id in ("12_0", "12_1", "13"):
+        watcher.register_job(job_id)
+    command = watcher._make_command()
+    assert command[:3] == ["squeue", "-h", "-t"] and set(command[-1].split(",")) == {"12", "13"}
+    info = watcher.read_info("12_0|RUNNING|vm\n12_1|PENDING|(None)\n")
+    assert info["12_0"]["State"] == "RUNNING" and info["12_1"]["State"] == "PENDING"
+    assert info["13"]["State"] == "LEFT_QUEUE"
+    watcher._info_dict.update(info)
+    assert not watcher.is_done("12_0", mode="cache") and watcher.is_done("13", mode="cache")
