@@ -161,3 +161,29 @@ def test_job_states_from_squeue_without_accounting(monkeypatch):
     assert info["13"]["State"] == "LEFT_QUEUE"
     watcher._info_dict.update(info)
     assert not watcher.is_done("12_0", mode="cache") and watcher.is_done("13", mode="cache")
+
+
+def test_no_srun_hint_for_a_local_trial_on_a_machine_with_slurm(monkeypatch):
+    """On a login node (srun installed, not inside a job) Lightning advises prepending `srun`; a kdx
+    trial started there is meant to run locally, so the hint is not shown."""
+    import shutil
+    import warnings
+
+    from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
+
+    from kdx.run import quiet_lightning
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    for name in ("SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+    def srun_hints(with_kdx_filters: bool) -> list:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if with_kdx_filters:
+                quiet_lightning()
+            SLURMEnvironment._validate_srun_used()
+        return [w for w in caught if "srun" in str(w.message)]
+
+    assert srun_hints(False), "Lightning gives the hint without kdx's filter (so the check below means something)"
+    assert srun_hints(True) == []
