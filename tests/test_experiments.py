@@ -251,17 +251,22 @@ GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
 
 def test_mini_study_grid_is_five_methods_two_inits_three_seeds():
-    from collections import Counter
+    from hydra import initialize_config_dir
 
-    from kdx.plan import plan
+    from kdx.configs import config_dir
+    from kdx.plan import job_overrides
 
-    trials = plan(["+sweep=label_regularization_mini"])
-    assert len({t.key for t in trials}) == 30
-    assert Counter(t.init for t in trials) == {"pretrained": 15, "random": 15}
-    assert {t.method for t in trials} == {"finetune", "kd", "label_smoothing", "tf_reg", "self_kd"}
-    assert {t.seed for t in trials} == {0, 1, 2} and {t.model for t in trials} == {"minilm"}
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="kdx"):
+        jobs = job_overrides(["+sweep=label_regularization_mini"])
+    grid = {tuple(sorted(o for o in job if not o.startswith("+sweep"))) for job in jobs}
+    assert len(jobs) == len(grid) == 5 * 2 * 3
+    assert {o for job in grid for o in job if o.startswith("method=")} == \
+        {f"method={m}" for m in ("finetune", "kd", "label_smoothing", "tf_reg", "self_kd")}
+    assert {o for job in grid for o in job if o.startswith("model.student.init=")} == \
+        {"model.student.init=pretrained", "model.student.init=random"}
 
 
+@pytest.mark.slow
 def test_mini_study_trial_runs_on_real_weights_and_data(run_kdx, tmp_path, monkeypatch):
     """One trial of the mini study (a random-init MiniLM student on the SST-2 files), capped at a
     few steps."""
