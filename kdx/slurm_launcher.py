@@ -7,7 +7,7 @@ plugin modules when it scans them, so kdx extends submitit itself, which the plu
 
 from functools import wraps
 
-from kdx.slurm import accounting_available, squeue_watcher_class
+from kdx.slurm import squeue_watcher_class
 
 
 def printing_log_paths(map_array):
