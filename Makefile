@@ -10,13 +10,13 @@ STAMP := $(VENV)/.kdx-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow install install-extras clean
+.PHONY: run test test-slow install install-extras slurm-up clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install -q -e ".[wandb,slurm,test]"
+	$(BIN)/pip install -q -e ".[wandb,slurm,plots,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,6 +35,11 @@ test: $(STAMP) install-extras
 
 test-slow: $(STAMP) install-extras
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+# A single-node, CPU-only SLURM cluster on this Debian/Ubuntu machine (root; installs slurm-wlm and
+# munge with apt when missing); the SLURM tests start it themselves when they can.
+slurm-up:
+	bash scripts/slurm-up.sh
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache

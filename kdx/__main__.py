@@ -2,7 +2,6 @@
 
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -11,7 +10,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from kdx import run
+from kdx import run, slurm, slurm_launcher
+from kdx.configs import config_dir
 from kdx.errors import KdxError
 from kdx.interrupt import TrialInterrupted
 from kdx.knobs import unknown_key_fix
@@ -22,16 +22,8 @@ EXIT_INVALID = 2   # a setting, a file, a model the user gave is wrong
 EXIT_BUSY = 3      # the trial is running in another process (lock.on_busy=exit)
 
 
-def config_dir() -> str:
-    """conf/ ships inside the wheel as kdx/conf; in a checkout it sits next to kdx/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").exists():
-            return str(candidate)
-    raise RuntimeError(f"kdx config folder not found next to {here}")
-
-
 register_resolvers()
+slurm.register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
@@ -64,6 +56,7 @@ def composition_error(err: ConfigCompositionException) -> KdxError | None:
 
 
 def main():
+    slurm_launcher.install()
     # Let composition errors reach us (Hydra would print them and exit 1) to add the closest key.
     reraise = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -1,8 +1,10 @@
 """Metric loggers for a trial: CSV (default), Weights & Biases, or none.
 
-W&B conventions (docs/results.md, README): one run per trial, named by the trial key, grouped by sweep,
-job_type = method, the resolved config attached, files under the trial dir, and always
-finished (exit_code=1 on failure) so that the next multirun job does not log into this run.
+W&B conventions (docs/results.md, README): one run per trial, named by the trial key and with the
+trial key as its run id (a resumed or requeued trial continues the same run), grouped by sweep,
+job_type = method, tagged with task, model, student init and seed, the resolved config attached,
+the final metrics in its summary, files under the trial dir, and always finished (exit_code=1 on
+failure) so that the next multirun job does not log into this run.
 """
 
 from pathlib import Path
@@ -21,6 +23,9 @@ class TrialLoggers:
         self.resolved_config = resolved_config
         self.group = group
         self.task, self.method = cfg.task.name, cfg.method.name
+        student = cfg.model.get("student") or {}
+        self.tags = [self.task, self.method, cfg.model.name, f"init:{student.get('init', 'pretrained')}",
+                     f"seed:{cfg.seed}"]
         self._wandb: WandbLogger | None = None
         if self.cfg.name not in ("csv", "wandb", "none"):
             raise KdxError(f"logger={self.cfg.name!r} is unknown", "use logger=csv, logger=wandb or logger=none")
@@ -41,9 +46,10 @@ class TrialLoggers:
             except ImportError:
                 raise KdxError("logger=wandb needs the wandb package", "pip install wandb (or pip install 'kdx[wandb]')") from None
             self._wandb = WandbLogger(
-                project=self.cfg.project, entity=self.cfg.get("entity"), name=self.key, id=None,
+                project=self.cfg.project, entity=self.cfg.get("entity"), name=self.key,
+                id=self.key, resume="allow",   # the trial's run, also after a resume or requeue
                 group=self.cfg.get("group") or self.group or self.task, job_type=self.cfg.get("job_type"),
-                tags=[self.task, self.method, *list(self.cfg.get("tags") or [])],
+                tags=[*self.tags, *list(self.cfg.get("tags") or [])],
                 save_dir=str(self.out_dir), config=self.resolved_config,
                 mode=self.cfg.get("mode") or None, reinit="finish_previous",
             )

@@ -13,9 +13,14 @@ A `paper` column shows the paper's reported number where the trial's experiment 
       values: {annealing: {glue/sst2: 0.935}} # method -> task -> number, on kdx's scale
 
     python -m kdx.report multirun/label_regularization --baseline finetune --test wilcoxon
+    python -m kdx.report multirun/label_regularization --out report/   # + report.md, .csv, PNG plots
+
+Failed trials are listed with their error's first line, and, for a sweep folder (its multirun.yaml
+gives the grid), so are the trials that have no result yet: nothing is dropped silently.
 """
 
 import argparse
+import csv
 import json
 import math
 import statistics
@@ -178,6 +183,43 @@ def table_lines(extra: list[str], rows: list[Row], baseline: str, test: str) -> 
     return lines
 
 
+def table_rows(extra: list[str], rows: list[Row], baseline: str) -> list[dict]:
+    """The table as records (report.csv)."""
+    records = []
+    for row in rows:
+        record = dict(zip(["task", "model", "method", *extra], row.key))
+        record.update(metric=row.metric, n=len(row.values), mean=row.mean, std=row.std,
+                      teacher=statistics.fmean(row.teacher) if row.teacher else None,
+                      **{f"diff_vs_{baseline}": row.diff, "p_value": row.p_value, "pairs": row.pairs})
+        records.append(record)
+    return records
+
+
+def write_csv(records: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def unfinished_lines(folder: Path, failed: list[Path]) -> list[str]:
+    """Trials of `folder` without a completed result: for a sweep folder (multirun.yaml gives its
+    grid) every failed, unfinished or not-started trial; elsewhere the failed results.json files."""
+    from kdx.status import SWEEP_CONFIG, trial_states  # composes the sweep's grid
+
+    if (folder / SWEEP_CONFIG).exists():
+        return [f"  {s.key}  {s.task} · {s.method} · seed {s.seed}: {s.state}" + (f" ({s.error})" if s.error else "")
+                for s in trial_states(folder, stale_min=float("inf")) if s.state != "completed"]
+    lines = []
+    for path in failed:
+        try:
+            error = json.loads(path.read_text()).get("error") or "no error recorded"
+        except json.JSONDecodeError:
+            error = "unreadable"
+        lines.append(f"  {path}: failed ({error.strip().splitlines()[0]})")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdx.report", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="folders searched for results.json (recursively)")
@@ -186,23 +228,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default=None, help="a metric other than each trial's main metric")
     parser.add_argument("--by", action="append", default=[],
                         help="extra config key that names a row (dotted, e.g. method.loss); repeatable")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write report.md, report.csv and PNG plots (matplotlib) into this folder")
     args = parser.parse_args(argv)
     try:
-        results, failed = [], []
+        results, unfinished = [], []
         for folder in args.dirs:
             ok, bad = load_results(folder)
             results += ok
-            failed += bad
+            unfinished += unfinished_lines(folder, bad)
         if not results:
             raise KdxError(f"no completed results.json under {', '.join(map(str, args.dirs))}",
                            "run trials first (python -m kdx -m ... hydra.sweep.dir=DIR), then report DIR")
         extra, rows = summarize(results, args.baseline, args.test, args.by, args.metric)
+        lines = table_lines(extra, rows, args.baseline, args.test)
+        if unfinished:
+            lines += ["", f"{len(unfinished)} trial(s) without a completed result:", *unfinished]
+        if args.out is not None:
+            from kdx.plots import plot_report
+
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_csv(table_rows(extra, rows, args.baseline), args.out / "report.csv")
+            figures = plot_report(rows, extra, args.baseline, args.out)
+            (args.out / "report.md").write_text("\n".join(
+                [*lines, "", *(f"![{p.stem}]({p.name})" for p in figures)]) + "\n")
     except KdxError as err:
         print(f"kdx.report: error: {err}", file=sys.stderr)
         return 2
-    print("\n".join(table_lines(extra, rows, args.baseline, args.test)))
-    if failed:
-        print(f"\n{len(failed)} trial(s) failed or unreadable:", *(f"  {p}" for p in failed), sep="\n")
+    print("\n".join(lines))
+    if args.out is not None:
+        print(f"\nwritten: {args.out / 'report.md'}, report.csv and {len(figures)} figure(s)")
     return 0
 
 

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from kdx.components import instantiate_component
+from kdx.distributed import close_process_group, ddp_job, install_rank_command
 from kdx.errors import KdxError
 from kdx.interrupt import TrialInterrupted, requested, signals_stop_the_trial
 from kdx.lock import trial_lock
@@ -47,11 +48,22 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Lightning 2.6's own use of a torch API deprecated in torch 2.13: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # On a SLURM login node a local trial is intended: Lightning's advice to prepend `srun` is noise
+    # (hardware=slurm submits through submitit, which does use srun).
+    warnings.filterwarnings("ignore", message=r".*`srun` command is available on your system.*")
+    # Under DDP the task metrics are gathered by torchmetrics itself (kdx.distill), exactly.
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 def main(cfg: DictConfig) -> dict:
     """Run (or skip) the trial described by `cfg`; returns its results."""
     quiet_lightning()
+    install_rank_command()
+    with ddp_job():
+        return run_or_skip(cfg)
+
+
+def run_or_skip(cfg: DictConfig) -> dict:
     out_dir = output_dir()
     key = trial_key(cfg)
     try:
@@ -161,6 +173,9 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
 
     best_path, steps = fit_phases(cfg, out_dir, method, student, teacher.model if teacher else None, spec,
                                   datamodule, loggers)
+    close_process_group()  # what follows runs on one process, over every evaluation sample
+    if not is_rank_zero():
+        return {"status": "completed", "trial_key": key, "note": "rank > 0: rank 0 evaluates and writes"}
     load_student_weights(student, best_path)
     metrics = evaluate(student, spec, datamodule, cfg.trainer, artifacts_dir=out_dir if is_rank_zero() else None)
     teacher_metrics = None

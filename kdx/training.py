@@ -99,8 +99,9 @@ def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConf
 
 
 def is_rank_zero() -> bool:
-    """Only the first process of a DDP run writes results (Lightning's launcher sets these)."""
-    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """Only the first process of a DDP run writes results (Lightning's launcher sets the first
+    three; srun sets SLURM_PROCID for each task of a multi-task SLURM job)."""
+    return all(int(os.environ.get(name, 0)) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def budget(trainer_cfg: DictConfig) -> Budget:

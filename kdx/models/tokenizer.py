@@ -31,12 +31,23 @@ def build_tokenizer(spec: DictConfig, task, cache_dir: str | Path):
             tokenizer = AutoTokenizer.from_pretrained(resolve(location))
         except (OSError, ValueError) as err:
             raise hub_error(spec.name_or_path, err) from None
-        if tokenizer.pad_token is None:   # decoder-only checkpoints often have none; batches need one
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
+        return with_padding(tokenizer, spec.get("pad_with"))
     if kind == "wordpiece":
         return trained_wordpiece(task, int(spec.vocab_size), bool(spec.get("lowercase", True)), cache_dir)
     raise KdxError(f"model.tokenizer.kind={kind!r} is unknown", "use `pretrained` or `wordpiece`")
+
+
+def with_padding(tokenizer, pad_with: str | None):
+    """GPT-style vocabularies have no padding token; `pad_with: eos` pads with end-of-text (the
+    models' config then names it as pad_token_id, so the classifier reads the last real token)."""
+    if pad_with is None or tokenizer.pad_token is not None:
+        return tokenizer
+    token = getattr(tokenizer, f"{pad_with}_token", None)
+    if token is None:
+        raise KdxError(f"model.tokenizer.pad_with={pad_with!r}: the tokenizer has no {pad_with} token",
+                       "use pad_with: eos (or unk) with a token the tokenizer defines")
+    tokenizer.pad_token = token
+    return tokenizer
 
 
 def trained_wordpiece(task, vocab_size: int, lowercase: bool, cache_dir) -> PreTrainedTokenizerFast:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdx.errors import KdxError
 from kdx.tasks.families import FAMILIES, NOT_MODEL_INPUTS
-from kdx.tasks.sampling import EpochShuffle
+from kdx.tasks.sampling import EpochShuffle, evaluation_sampler  # resumable order; exact DDP evaluation
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class TextDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[name],
             batch_size=self.cfg.batch_size if train else self.cfg.eval_batch_size,
-            sampler=EpochShuffle(len(self.datasets[name])) if train else None,  # resumable order
+            sampler=EpochShuffle(len(self.datasets[name])) if train else evaluation_sampler(self.datasets[name]),
             collate_fn=self.collate,
             num_workers=self.cfg.num_workers,
         )

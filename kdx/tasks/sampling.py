@@ -27,3 +27,17 @@ class EpochShuffle(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+def evaluation_sampler(dataset) -> Sampler | None:
+    """The sampler of an evaluation loader: under DDP (a process group is up when Lightning asks
+    for the loaders) each sample goes to exactly one rank, without the padding repeats of
+    Lightning's default sampler that would count samples twice in the metrics (torchmetrics
+    gathers the uneven shares); otherwise None, the loader's order."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    if torch.distributed.get_world_size() == 1:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from kdx.errors import KdxError
-from kdx.tasks.sampling import EpochShuffle
+from kdx.tasks.sampling import EpochShuffle, evaluation_sampler  # resumable order; exact DDP evaluation
 
 TensorSplit = dict[str, torch.Tensor]
 
@@ -55,7 +55,7 @@ class TensorDataModule(L.LightningDataModule):
         return DataLoader(
             range(len(split["labels"])),
             batch_size=self.cfg.batch_size if train else self.cfg.eval_batch_size,
-            sampler=EpochShuffle(len(split["labels"])) if train else None,  # resumable order
+            sampler=EpochShuffle(len(split["labels"])) if train else evaluation_sampler(range(len(split["labels"]))),
             collate_fn=RowBatches(split, self.transform),
             num_workers=self.cfg.num_workers,
         )

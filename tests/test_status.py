@@ -1,0 +1,121 @@
+"""A sweep's grid without running it (kdx.plan), and where a sweep stands (kdx.status): a local
+multirun killed midway and relaunched runs every trial exactly once, and the status counts match
+before and after."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from kdx.plan import plan
+from kdx.status import main as status_main, trial_states
+from kdx.trial import trial_key
+from tests.conftest import compose_trial, resolved_job
+
+
+def test_plan_keys_are_the_keys_the_trials_get():
+    """A narrowed label-regularisation grid: 5 methods x 5 seeds, each key equal to the key of the
+    trial composed on its own from the same overrides (as `python -m kdx` would)."""
+    trials = plan(["+sweep=label_regularization", "task=glue/sst2", "model=bert-base_to_distilbert"])
+    assert len(trials) == 25 and len({t.key for t in trials}) == 25
+    assert Counter(t.method for t in trials) == {m: 5 for m in ("finetune", "kd", "label_smoothing", "tf_reg", "self_kd")}
+    for trial in (trials[0], trials[7], trials[-1]):
+        assert trial.key == trial_key(resolved_job(compose_trial(list(trial.overrides))))
+        assert (trial.task, trial.model) == ("glue/sst2", "bert-base_to_distilbert")
+
+
+@pytest.mark.slow
+def test_plan_of_the_full_study_has_600_distinct_trials(capsys):
+    from kdx.plan import main
+
+    assert main(["+sweep=label_regularization"]) == 0
+    out = capsys.readouterr().out
+    assert "600 trials, 600 distinct trial keys" in out
+    assert len({line.split()[0] for line in out.splitlines()[:-1]}) == 600
+
+
+GRID = ["method=finetune", "seed=0,1,2", "task.train_size=400", "task.val_size=40", "trainer.max_epochs=4",
+        "trainer.enable_progress_bar=false", "hardware.torch_threads=1"]
+
+
+def launch(sweep, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "KDX_CACHE_DIR": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "kdx", "-m", *GRID, f"hydra.sweep.dir={sweep}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+
+
+def test_status_counts_completed_failed_and_not_started(run_kdx, tmp_path, capsys):
+    """A sweep folder as `python -m kdx -m` leaves it: multirun.yaml (the command line), one trial
+    folder per started trial named by its key. Seed 0 completed, seed 1 failed, seed 2 never started."""
+    sweep = tmp_path / "sweep"
+    overrides = ["method=finetune", "task.train_size=64", "task.val_size=32", "trainer.max_epochs=1"]
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": {"task": [*overrides, "seed=0,1,2"]}}}))
+    planned = {t.seed: t.key for t in plan([*overrides, "seed=0,1,2"])}
+    done = run_kdx(*overrides, "seed=0", f"hydra.run.dir={sweep / planned[0]}", tmp_path=tmp_path)
+    assert done["trial_key"] == planned[0]
+    (sweep / planned[1]).mkdir()
+    (sweep / planned[1] / "results.json").write_text(json.dumps(
+        {"status": "failed", "error": "CUDA out of memory\n  long traceback", "task": "synthetic",
+         "method": "finetune", "seed": 1}))
+
+    states = {s.key: s for s in trial_states(sweep)}
+    assert {k: s.state for k, s in states.items()} == {planned[0]: "completed", planned[1]: "failed",
+                                                        planned[2]: "not started"}
+    assert status_main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "3 trials in the grid" in out and "| finetune | synthetic | 1 | 1 | 0 | 0 | 1 |" in out
+    assert f"{planned[1]}  synthetic · finetune · seed 1: CUDA out of memory" in out
+    assert "long traceback" not in out
+    # The report of the same folder lists the failed and the missing trial (nothing dropped silently).
+    from kdx import report
+
+    assert report.main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "2 trial(s) without a completed result" in out
+    assert f"{planned[1]}  synthetic · finetune · seed 1: failed (CUDA out of memory)" in out
+    assert f"{planned[2]}  synthetic · finetune · seed 2: not started" in out
+
+
+@pytest.mark.slow
+def test_killed_multirun_relaunched_runs_each_trial_once(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    first = launch(sweep, tmp_path)
+    deadline = time.time() + 300
+
+    def second_trial_mid_training():
+        unfinished = [p for p in sweep.glob("*/checkpoints/last.ckpt") if not (p.parents[1] / "results.json").exists()]
+        return list(sweep.glob("*/results.json")) and unfinished
+
+    # Kill the sweep while its second trial trains (after its first epoch's last.ckpt).
+    while not second_trial_mid_training():
+        assert first.poll() is None and time.time() < deadline, first.communicate()[0][-3000:]
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first_out = first.communicate()[0]
+
+    before = Counter(s.state for s in trial_states(sweep, stale_min=0))
+    assert before == {"completed": 1, "interrupted": 1, "not started": 1}
+    assert status_main([str(sweep), "--stale-min", "0"]) == 0
+    table = capsys.readouterr().out
+    assert "3 trials in the grid" in table and "| finetune | synthetic | 1 | 0 | 0 | 1 | 1 |" in table
+
+    second = launch(sweep, tmp_path)
+    second_out = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, second_out[-3000:]
+    after = trial_states(sweep)
+    assert Counter(s.state for s in after) == {"completed": 3}
+    # Every trial ran to its end exactly once over both launches (each end prints "trial <key>").
+    ends = Counter(re.findall(r"steps · trial (\w+)", first_out + second_out))
+    assert ends == {s.key: 1 for s in after}
+    assert "already completed" in second_out and "resuming from" in second_out
+    results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    assert sorted(r["seed"] for r in results) == [0, 1, 2]
