@@ -30,7 +30,8 @@ from kdx.tasks.base import TaskSpec, model_inputs
 
 class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, method: Method, spec: TaskSpec, optim_cfg,
-                 teacher: nn.Module | None = None, phase: int = 0, student_clip: float | None = None):
+                 teacher: nn.Module | None = None, phase: int = 0, student_clip: float | None = None,
+                 teacher_outputs=None):
         super().__init__()
         self.student = student
         self.method = method
@@ -39,6 +40,8 @@ class DistillationModule(L.LightningModule):
         self.phase = phase
         # Kept out of the module tree: not saved in checkpoints, not moved/wrapped by strategies.
         self.__dict__["teacher"] = freeze(teacher) if teacher is not None else None
+        # kdx.cache.TeacherOutputs: the teacher's logits on the training split, read by example id
+        self.teacher_outputs = teacher_outputs
         enable_outputs(student, method.outputs, "student")
         if teacher is not None:
             enable_outputs(teacher, method.outputs, "teacher")
@@ -74,7 +77,9 @@ class DistillationModule(L.LightningModule):
         return TrainStep(batch=batch, labels=batch["labels"], family=self.spec.family,
                          progress=self.progress(), inputs=model_inputs(batch),
                          student_forward=self.student_forward,
-                         teacher_forward=self.teacher_forward if self.teacher is not None else None)
+                         teacher_forward=self.teacher_forward if self.teacher is not None else None,
+                         cached_teacher=None if self.teacher_outputs is None
+                         else lambda: self.teacher_outputs.outputs(batch, self.device))
 
     def log_terms(self, terms: dict, batch) -> None:
         batch_size = batch["labels"].shape[0]

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from kdx.cache import open_teacher_outputs
 from kdx.components import instantiate_component
 from kdx.errors import KdxError
 from kdx.loggers import TrialLoggers
@@ -105,8 +106,9 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
         new_teacher=provided.new_teacher, budget=budget(cfg.trainer),
         gradient_clip_val=cfg.trainer.get("gradient_clip_val")))
 
+    teacher_outputs = open_teacher_outputs(cfg, method, spec, teacher.model, datamodule) if teacher else None
     best_path, steps = fit_phases(cfg, out_dir, method, student, teacher.model if teacher else None, spec,
-                                  datamodule, loggers)
+                                  datamodule, loggers, teacher_outputs)
     load_student_weights(student, best_path)
     metrics = evaluate(student, spec, datamodule, cfg.trainer)
     teacher_metrics = None
