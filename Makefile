@@ -10,7 +10,7 @@ STAMP := $(VENV)/.kdx-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow install install-extras clean
+.PHONY: run test test-slow bench install install-extras clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: $(STAMP) install-extras
 
 test-slow: $(STAMP) install-extras
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+# Speed ratios against hand-written PyTorch (bench/bench.py): writes bench/results.json and
+# bench/results.md. `make bench ARGS="--repeats 5 hardware=gpu"` on a GPU.
+bench: $(STAMP) install-extras
+	$(BIN)/python bench/bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache

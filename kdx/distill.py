@@ -20,6 +20,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 
+from kdx import timing
 from kdx.errors import KdxError
 from kdx.losses import task_loss
 from kdx.methods.base import STUDENT, Method, Progress, TrainStep
@@ -85,6 +86,9 @@ class DistillationModule(L.LightningModule):
         batch_size = batch["labels"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=(name == "loss"), batch_size=batch_size)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        timing.mark_first_step()
 
     def training_step(self, batch, batch_idx):
         step = self.make_step(batch)

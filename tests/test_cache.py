@@ -198,6 +198,8 @@ def test_cached_and_live_teacher_train_the_same_student(run_kdx, tmp_path, monke
     cached = run_kdx(*trial, "teacher.cache=true", tmp_path=tmp_path / "cached", cache_dir=shared)
     assert not live_calls                                       # every teacher output came from the cache
     assert len(list((shared / "teacher_outputs").glob("*/manifest.json"))) == 1
+    timing = cached["timing"]
+    assert 0 < timing["trial_start_to_first_step_s"] <= timing["process_start_to_first_step_s"]
     if trial is VECTOR_TRIAL:
         assert cached["metrics"] == live["metrics"]             # bit-identical
     else:
