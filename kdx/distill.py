@@ -83,6 +83,12 @@ class DistillationModule(L.LightningModule):
                          else lambda: self.teacher_outputs.outputs(batch, self.device))
 
     def log_terms(self, terms: dict, batch) -> None:
+        # The loggers write a step's values every `log_every_n_steps` steps and drop the others;
+        # Lightning's bookkeeping of one logged value costs milliseconds, so the steps whose values
+        # would be dropped are not logged at all (Lightning's own rule decides which those are).
+        connector = getattr(self._trainer, "_logger_connector", None)
+        if connector is not None and not connector.should_update_logs:
+            return
         batch_size = batch["labels"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=(name == "loss"), batch_size=batch_size)
