@@ -19,6 +19,7 @@ import warnings
 import lightning as L
 import torch
 import torch.nn as nn
+from torchmetrics import MeanMetric
 
 from kdx import timing
 from kdx.errors import KdxError
@@ -52,6 +53,9 @@ class DistillationModule(L.LightningModule):
         # clipping there); in automatic mode the Trainer clips.
         self.student_clip = student_clip
         self.val_metrics = nn.ModuleList([build_metrics(spec, s) for s in spec.eval_splits])
+        # The task loss per evaluation split, averaged over examples and synced across processes
+        # once per validation (a per-batch `log(sync_dist=True)` synced on every batch).
+        self.val_losses = nn.ModuleList([MeanMetric() for _ in spec.eval_splits])
 
     # ---- forward passes -------------------------------------------------------------------
     def student_forward(self, **inputs) -> ModelOutputs:
@@ -135,14 +139,16 @@ class DistillationModule(L.LightningModule):
     # ---- evaluation -----------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         logits = forward(self.student, model_inputs(batch)).logits
-        split = self.spec.eval_splits[dataloader_idx]
         loss = task_loss(self.spec.family, logits, batch["labels"])
-        self.log(f"{split}/loss", loss, batch_size=batch["labels"].shape[0], add_dataloader_idx=False,
-                 sync_dist=True)
+        self.val_losses[dataloader_idx].update(loss.detach(), weight=batch["labels"].shape[0])
         if self.spec.metrics:
             self.val_metrics[dataloader_idx].update(predictions(logits, self.spec.family), batch["labels"])
 
     def on_validation_epoch_end(self):
+        for split, mean in zip(self.spec.eval_splits, self.val_losses):
+            if mean.update_count:
+                self.log(f"{split}/loss", mean.compute(), sync_dist=False)
+                mean.reset()
         for collection in self.val_metrics:
             if not len(collection):
                 continue
