@@ -10,7 +10,7 @@ STAMP := $(VENV)/.kdx-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow install install-extras slurm-up clean
+.PHONY: run test test-slow bench install install-extras slurm-up clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test-slow: $(STAMP) install-extras
 # munge with apt when missing); the SLURM tests start it themselves when they can.
 slurm-up:
 	bash scripts/slurm-up.sh
+
+# Speed ratios against hand-written PyTorch (bench/bench.py): writes bench/results.json and
+# bench/results.md. `make bench ARGS="--repeats 5 hardware=gpu"` on a GPU.
+bench: $(STAMP) install-extras
+	$(BIN)/python bench/bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache

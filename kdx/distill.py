@@ -20,7 +20,9 @@ import math
 import lightning as L
 import torch
 import torch.nn as nn
+from torchmetrics import MeanMetric
 
+from kdx import timing
 from kdx.errors import KdxError
 from kdx.losses import task_loss
 from kdx.methods.base import STUDENT, Method, Progress, TrainStep
@@ -31,7 +33,8 @@ from kdx.tasks.base import TaskSpec, model_inputs
 
 class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, method: Method, spec: TaskSpec, optim_cfg,
-                 teacher: nn.Module | None = None, phase: int = 0, student_clip: float | None = None):
+                 teacher: nn.Module | None = None, phase: int = 0, student_clip: float | None = None,
+                 teacher_outputs=None):
         super().__init__()
         self.student = student
         self.method = method
@@ -40,6 +43,8 @@ class DistillationModule(L.LightningModule):
         self.phase = phase
         # Kept out of the module tree: not saved in checkpoints, not moved/wrapped by strategies.
         self.__dict__["teacher"] = freeze(teacher) if teacher is not None else None
+        # kdx.cache.TeacherOutputs: the teacher's logits on the training split, read by example id
+        self.teacher_outputs = teacher_outputs
         enable_outputs(student, method.outputs, "student")
         if teacher is not None:
             enable_outputs(teacher, method.outputs, "teacher")
@@ -50,6 +55,9 @@ class DistillationModule(L.LightningModule):
         self.student_clip = student_clip
         self.val_metrics = nn.ModuleList([build_metrics(spec, s) for s in spec.eval_splits])
         self.evaluators = [spec.evaluator(s) for s in spec.eval_splits] if spec.evaluator else []
+        # The task loss per evaluation split, averaged over examples and synced across processes
+        # once per validation (a per-batch `log(sync_dist=True)` synced on every batch).
+        self.val_losses = nn.ModuleList([MeanMetric() for _ in spec.eval_splits])
 
     # ---- forward passes -------------------------------------------------------------------
     def student_forward(self, **inputs) -> ModelOutputs:
@@ -79,9 +87,17 @@ class DistillationModule(L.LightningModule):
         return TrainStep(batch=batch, labels=batch["labels"], family=self.spec.family,
                          progress=self.progress(), inputs=model_inputs(batch),
                          student_forward=self.student_forward,
-                         teacher_forward=self.teacher_forward if self.teacher is not None else None)
+                         teacher_forward=self.teacher_forward if self.teacher is not None else None,
+                         cached_teacher=None if self.teacher_outputs is None
+                         else lambda: self.teacher_outputs.outputs(batch, self.device))
 
     def log_terms(self, terms: dict, batch) -> None:
+        # The loggers write a step's values every `log_every_n_steps` steps and drop the others;
+        # Lightning's bookkeeping of one logged value costs milliseconds, so the steps whose values
+        # would be dropped are not logged at all (Lightning's own rule decides which those are).
+        connector = getattr(self._trainer, "_logger_connector", None)
+        if connector is not None and not connector.should_update_logs:
+            return
         batch_size = batch["labels"].shape[0]
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=(name == "loss"), batch_size=batch_size)
@@ -97,6 +113,9 @@ class DistillationModule(L.LightningModule):
                        f"(phase {self.phase + 1}, epoch {self.current_epoch})",
                        "check the method's and the optimizer's settings (a lower optim.lr, gradient clipping); "
                        "trainer.detect_anomaly=true finds the operation that first gives NaN")
+
+    def on_train_batch_start(self, batch, batch_idx):
+        timing.mark_first_step()
 
     def training_step(self, batch, batch_idx):
         step = self.make_step(batch)
@@ -141,16 +160,18 @@ class DistillationModule(L.LightningModule):
     # ---- evaluation -----------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         logits = forward(self.student, model_inputs(batch)).logits
-        split = self.spec.eval_splits[dataloader_idx]
         loss = task_loss(self.spec.family, logits, batch["labels"])
-        self.log(f"{split}/loss", loss, batch_size=batch["labels"].shape[0], add_dataloader_idx=False,
-                 sync_dist=True)
+        self.val_losses[dataloader_idx].update(loss.detach(), weight=batch["labels"].shape[0])
         if self.spec.metrics:
             self.val_metrics[dataloader_idx].update(predictions(logits, self.spec.family), batch["labels"])
         if self.evaluators:
             self.evaluators[dataloader_idx].update(self.student, batch, logits)
 
     def on_validation_epoch_end(self):
+        for split, mean in zip(self.spec.eval_splits, self.val_losses):
+            if mean.update_count:
+                self.log(f"{split}/loss", mean.compute(), sync_dist=False)
+                mean.reset()
         for collection in self.val_metrics:
             if not len(collection):
                 continue

@@ -18,11 +18,14 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from kdx import timing
+from kdx.cache import open_teacher_outputs
 from kdx.components import instantiate_component
 from kdx.distributed import close_process_group, ddp_job, install_rank_command
 from kdx.errors import KdxError
 from kdx.interrupt import TrialInterrupted, requested, signals_stop_the_trial
 from kdx.lock import trial_lock
+from kdx.hardware import compile_models
 from kdx.loggers import TrialLoggers
 from kdx.methods.base import Method, SetupContext
 from kdx.models.student import build, build_student, parameter_count
@@ -57,6 +60,7 @@ def quiet_lightning() -> None:
 
 def main(cfg: DictConfig) -> dict:
     """Run (or skip) the trial described by `cfg`; returns its results."""
+    timing.mark_trial_start()
     quiet_lightning()
     install_rank_command()
     with ddp_job():
@@ -171,8 +175,10 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
         new_teacher=provided.new_teacher, budget=budget(cfg.trainer),
         gradient_clip_val=cfg.trainer.get("gradient_clip_val")))
 
+    compile_models(cfg.hardware, student, teacher.model if teacher else None)
+    teacher_outputs = open_teacher_outputs(cfg, method, spec, teacher.model, datamodule) if teacher else None
     best_path, steps = fit_phases(cfg, out_dir, method, student, teacher.model if teacher else None, spec,
-                                  datamodule, loggers)
+                                  datamodule, loggers, teacher_outputs)
     close_process_group()  # what follows runs on one process, over every evaluation sample
     if not is_rank_zero():
         return {"status": "completed", "trial_key": key, "note": "rank > 0: rank 0 evaluates and writes"}
@@ -191,6 +197,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
         "params": {"student": parameter_count(student),
                    "teacher": parameter_count(teacher.model) if teacher else None},
         "train_time_s": round(time.time() - start, 2),
+        "timing": timing.first_step_seconds(),
         "steps": steps,
         "best_checkpoint": str(best_path),
         "teacher_source": teacher.source if teacher else None,

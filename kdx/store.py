@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kdx.checkpoints import is_intact, save_atomic, set_aside
+from kdx.cache import open_teacher_outputs
 from kdx.distill import DistillationModule
 from kdx.errors import KdxError
 from kdx.hashing import digest
@@ -266,10 +267,12 @@ def obtain_assistant(cfg: DictConfig, method: Method, teacher: Teacher, spec: Ta
     with FileLock(str(folder) + ".lock"):
         if not entry_is_intact(folder):
             print(f"[kdx] distilling the teacher assistant once into the teacher store: {folder}")
+            datamodule = make_datamodule(cfg.data.batch_size)
+            outputs = open_teacher_outputs(cfg, method, spec, teacher.model, datamodule)   # teacher logits, once
             L.seed_everything(cfg.seed, workers=True, verbose=False)
-            module = DistillationModule(fresh_assistant(), method, spec, cfg.optim, teacher.model)
-            metrics = fit_into_store(cfg, spec, module, make_datamodule(cfg.data.batch_size), folder,
-                                     max_epochs=assistant_epochs(cfg, method))
+            module = DistillationModule(fresh_assistant(), method, spec, cfg.optim, teacher.model,
+                                        teacher_outputs=outputs)
+            metrics = fit_into_store(cfg, spec, module, datamodule, folder, max_epochs=assistant_epochs(cfg, method))
             write_json_atomic(folder / INFO_FILE, {"task": cfg.task.name, "seed": cfg.seed, "metrics": metrics,
                                                    "teacher_source": teacher.source,
                                                    "recipe": assistant_recipe(cfg, method)})

@@ -115,7 +115,7 @@ def load_student_weights(student: nn.Module, checkpoint: Path) -> None:
 
 
 def fit_phases(cfg: DictConfig, out_dir: Path, method: Method, student: nn.Module, teacher: nn.Module | None,
-               spec: TaskSpec, datamodule, loggers) -> tuple[Path, int]:
+               spec: TaskSpec, datamodule, loggers, teacher_outputs=None) -> tuple[Path, int]:
     """Runs the method's phases in order, each resumable from its own last.ckpt (a finished phase
     leaves phase_done.json and is not run again); returns the best checkpoint over all phases and
     the total optimizer steps."""
@@ -132,7 +132,7 @@ def fit_phases(cfg: DictConfig, out_dir: Path, method: Method, student: nn.Modul
             if index > 0 and phase.restart_from_best and best_path is not None:
                 load_student_weights(student, best_path)
             done = fit_phase(cfg, method, student, teacher, spec, datamodule, phase, index, ckpt_dir,
-                             loggers.for_phase(name))
+                             loggers.for_phase(name), teacher_outputs)
             if is_rank_zero():
                 write_json_atomic(done_file, done)
         steps += done["steps"]
@@ -185,10 +185,11 @@ def student_recipe(cfg: DictConfig, method: Method) -> tuple[DictConfig, float |
 
 
 def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.Module | None, spec: TaskSpec,
-              datamodule, phase, index: int, ckpt_dir: Path, loggers) -> dict:
+              datamodule, phase, index: int, ckpt_dir: Path, loggers, teacher_outputs=None) -> dict:
     """One phase: a fresh module and optimizer, resumed from the phase's last.ckpt when there is one."""
     optim_cfg, student_clip = student_recipe(cfg, method)
-    module = DistillationModule(student, method, spec, optim_cfg, teacher, phase=index, student_clip=student_clip)
+    module = DistillationModule(student, method, spec, optim_cfg, teacher, phase=index, student_clip=student_clip,
+                                teacher_outputs=teacher_outputs)
     checkpoint = best_checkpoint_callback(spec, ckpt_dir, cfg.checkpoint.every_n_epochs)
     callbacks = [checkpoint, EpochSeed(cfg.seed)]
     if cfg.checkpoint.save_last:

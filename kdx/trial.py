@@ -26,6 +26,10 @@ def result_config(cfg: DictConfig) -> dict:
     for key in INFRA_TRAINER_KEYS:
         data.get("trainer", {}).pop(key, None)
     data.get("task", {}).pop("data_dir", None)
+    # Cached or live, the teacher's logits are the same (docs/architecture.md, teacher-output cache);
+    # what is stored (cache_dtype, cache_topk) can change them and stays in the key.
+    data.get("teacher", {}).pop("cache", None)
+    data.get("data", {}).pop("pin_memory", None)   # how batches reach the device (hardware=gpu)
     return data
 
 

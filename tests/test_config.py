@@ -51,10 +51,11 @@ def test_trial_key_ignores_infrastructure_but_not_results():
     base = trial_key(compose_cfg())
     assert base == trial_key(compose_cfg())
     same = ["logger=none", "paths.output_root=/elsewhere", "trainer.enable_progress_bar=false",
-            "task.data_dir=/data", "hardware=gpu"]
+            "task.data_dir=/data", "hardware=gpu", "teacher.cache=false"]
     for override in same:
         assert trial_key(compose_cfg(override)) == base, override
-    for override in ["seed=1", "method=finetune", "optim.lr=0.5", "trainer.max_epochs=2", "method.alpha=0.9"]:
+    for override in ["seed=1", "method=finetune", "optim.lr=0.5", "trainer.max_epochs=2", "method.alpha=0.9",
+                     "teacher.cache_dtype=float16"]:
         assert trial_key(compose_cfg(override)) != base, override
 
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KDX = ROOT / "kdx"
 
 # What a method must not import: the trial driver and everything it owns.
-ABOVE_METHODS = ("kdx.run", "kdx.training", "kdx.store", "kdx.distill", "kdx.trial", "kdx.loggers",
+ABOVE_METHODS = ("kdx.run", "kdx.training", "kdx.store", "kdx.cache", "kdx.distill", "kdx.trial", "kdx.loggers",
                  "kdx.results", "kdx.summary", "kdx.__main__")
 # What the loss layer, the models and the tasks must not import: the methods and the layers above.
 ABOVE_LOSSES = ("kdx.methods", *ABOVE_METHODS)

@@ -52,7 +52,7 @@ def test_run_is_finished_with_exit_code_1_when_the_trial_fails(run_kdx, tmp_path
         finished["exit_code"] = exit_code
         return real_finish(exit_code=exit_code, **kwargs)
 
-    def failing_fit(cfg, out_dir, method, student, teacher, spec, datamodule, loggers):
+    def failing_fit(cfg, out_dir, method, student, teacher, spec, datamodule, loggers, *rest):
         loggers.for_phase(None)[-1].experiment  # the W&B run exists when training starts
         raise KdxError("simulated failure during training")
 

@@ -93,6 +93,9 @@ class TrainStep:
     inputs: dict                                         # the model inputs of `batch`
     student_forward: Callable[..., ModelOutputs]         # f(**inputs) -> ModelOutputs (with the method's outputs)
     teacher_forward: Callable[..., ModelOutputs] | None  # no grad; None without a frozen teacher
+    # The teacher's outputs on this batch's own inputs from the teacher-output cache (kdx/cache.py),
+    # when the trial has one: `teacher()` without overrides reads it instead of running the teacher.
+    cached_teacher: Callable[[], ModelOutputs] | None = None
 
     @property
     def regression(self) -> bool:
@@ -110,6 +113,8 @@ class TrainStep:
     def teacher(self, **overrides) -> ModelOutputs:
         if self.teacher_forward is None:
             raise RuntimeError("this method reads a teacher, but the trial has none")
+        if not overrides and self.cached_teacher is not None:
+            return self.cached_teacher()
         return self.teacher_forward(**{**self.inputs, **overrides})
 
     def student_logits(self, **overrides) -> torch.Tensor:
@@ -153,6 +158,9 @@ class Method(nn.Module):
     # The student's optimiser recipe where the method's paper fixes one (MATE-KD, Combined-KD):
     # entries replace `optim.*` keys, `gradient_clip_val` replaces trainer.gradient_clip_val.
     student_optim: dict | None = None
+    # True when the method loads other weights into its frozen teacher while training (Pro-KD
+    # replay): the teacher-output cache, keyed by the weights at the start, is then not used.
+    changes_teacher_weights: bool = False
 
     @property
     def needs_frozen_teacher(self) -> bool:

@@ -85,6 +85,7 @@ class ProKD(Method):
         self.alpha, self.temperature, self.tau_squared, self.tau_max = alpha, temperature, tau_squared, int(tau_max)
         self.teacher_lr, self.teacher_weight_decay = teacher_lr, teacher_weight_decay
         self.learns_from = "trajectory" if teacher_mode == "replay" else "online_teacher"
+        self.changes_teacher_weights = teacher_mode == "replay"   # loads T^(i) into the frozen teacher
         self.checkpoints: list[Path] = []
         self.loaded_stage: int | None = None        # which T^(i) the frozen teacher holds now
         self.teacher_clip: float | None = None

@@ -2,10 +2,13 @@
 checkpoint's architecture freshly initialised (optionally resized), or built from an
 architecture dict without any download (the tiny BERT pair)."""
 
+from contextlib import contextmanager
+
 import torch.nn as nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForQuestionAnswering, \
     AutoModelForSequenceClassification, AutoModelForTokenClassification, BertConfig, BertForQuestionAnswering, \
     BertForSequenceClassification, BertForTokenClassification, LlamaConfig, LlamaForCausalLM, PretrainedConfig
+from transformers.utils import logging as hf_logging
 
 from kdx.errors import KdxError
 from kdx.models.gguf import checkpoint_folder
@@ -123,6 +126,35 @@ def check_vocabulary_fits(model: nn.Module, name_or_path: str, vocab_size: int |
                        "set model.tokenizer.name_or_path to the checkpoint's own tokenizer")
 
 
+# The classification head's parameters, which a checkpoint without a head is expected to lack.
+HEAD_PREFIXES = ("classifier.", "score.", "pre_classifier.")
+
+
+@contextmanager
+def quiet_transformers():
+    """transformers' loading report and progress bar off: its report lists the fresh classification
+    head, which is expected and nothing a user can act on (report_unexpected_keys says the rest)."""
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def report_unexpected_keys(name_or_path: str, info: dict) -> None:
+    """One line for weights that were not loaded besides the fresh head (a mismatched checkpoint)."""
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith(HEAD_PREFIXES)]
+    mismatched = [str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", [])]
+    if missing or mismatched:
+        print(f"[kdx] {name_or_path}: weights not in the checkpoint, freshly initialised: "
+              f"{sorted(missing + mismatched)[:10]}{' ...' if len(missing + mismatched) > 10 else ''}")
+
+
 def from_pretrained(name_or_path: str, num_labels: int, vocab_size: int | None = None,
                     attn_implementation: str | None = None, family: str = "classification",
                     gguf_file: str | None = None, cache_dir: str | None = None, **overrides) -> nn.Module:
@@ -140,9 +172,12 @@ def from_pretrained(name_or_path: str, num_labels: int, vocab_size: int | None =
     config = task_config(location, num_labels, keeps_head=True, family=family, **overrides)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = auto_class(family).from_pretrained(resolve(location), config=config, **extra)
+        with quiet_transformers():
+            model, info = auto_class(family).from_pretrained(
+                resolve(location), config=config, output_loading_info=True, **extra)
     except (OSError, ValueError) as err:
         raise hub_error(name_or_path, err) from None
+    report_unexpected_keys(name_or_path, info)
     check_vocabulary_fits(model, name_or_path, vocab_size)
     # from_pretrained returns eval mode and Lightning keeps a module's mode: without this,
     # fine-tuning would run without dropout (the frozen teacher is put in eval mode anyway)

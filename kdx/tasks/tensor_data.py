@@ -58,6 +58,7 @@ class TensorDataModule(L.LightningDataModule):
             sampler=EpochShuffle(len(split["labels"])) if train else evaluation_sampler(range(len(split["labels"]))),
             collate_fn=RowBatches(split, self.transform),
             num_workers=self.cfg.num_workers,
+            pin_memory=bool(self.cfg.get("pin_memory", False)),   # hardware=gpu: faster host-to-device copies
         )
 
     def train_dataloader(self):

