@@ -110,7 +110,8 @@ class FeatureKD(Method):
     def losses(self, step: TrainStep):
         student, teacher = step.student(), step.teacher()
         terms = kd_objective(student.logits, teacher.logits, step.labels, step.regression,
-                             self.alpha, self.temperature, self.tau_squared, mask=step.token_mask)
+                             self.alpha, self.temperature, self.tau_squared, mask=step.token_mask,
+                             family=step.family)
         features = self.feature_terms(student, teacher)
         total = terms["loss"]
         if "hidden_mse" in features:
