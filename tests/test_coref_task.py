@@ -15,7 +15,7 @@ from kdx.coref.decode import decode_spans, merge_clusters
 from kdx.errors import KdxError
 from kdx.losses import IGNORE_INDEX, kd_objective, span_kd, span_loss
 from kdx.models.tokenizer import trained_wordpiece
-from kdx.tasks.coref import CorefEvaluator, CorefTask, collate, segments_of
+from kdx.tasks.coref import CorefEvaluator, CorefTask, collate, inside, segments_of
 from kdx.tasks.families import check_batch
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2012"
@@ -93,6 +93,40 @@ def test_decoding_gold_scores_recovers_the_gold_clusters_exactly(tmp_path, split
     scores = evaluator.compute()
     assert evaluator.clusters() == [sorted(part.cluster_list()) for part in encoded.parts]
     assert scores["conll_f1"] == pytest.approx(1.0) and scores["lea_f1"] == pytest.approx(1.0)
+
+
+class GoldHead:
+    """A stand-in model for the evaluator's own queries (predicted-mention mode): it returns, for
+    every query-marked window of the split, the scores a perfect head would give."""
+
+    def __init__(self, encoded):
+        self.answers = {}
+        for segment in encoded.segments:
+            for members in encoded.parts[segment.part].clusters.values():
+                for query in (m for m in members if inside(encoded.alignments[segment.part], m, segment)):
+                    example = encoded.example(-1, segment, query, [m for m in members if m != query])
+                    self.answers[(tuple(example.input_ids), tuple(example.token_type_ids))] = example.labels
+
+    def __call__(self, input_ids, attention_mask, token_type_ids):
+        logits = torch.full((*input_ids.shape, 2), -5.0)
+        for row, (ids, types, mask) in enumerate(zip(input_ids.tolist(), token_type_ids.tolist(), attention_mask.tolist())):
+            length = sum(mask)
+            labels = torch.tensor(self.answers[(tuple(ids[:length]), tuple(types[:length]))])
+            logits[row, :length] = torch.where(labels == 1, 5.0, -5.0)
+        return type("Outputs", (), {"logits": logits})()
+
+
+@needs_sample
+def test_predicted_mentions_are_detected_then_queried_and_recover_the_gold_clusters(tmp_path):
+    task = sample_task(tmp_path, max_length=64, segment_overlap=32, mentions="predicted")
+    encoded = task.encoded("val")
+    assert all(e.query is None for e in encoded.examples)        # evaluation rows detect mentions only
+    assert any(e.query is not None for e in task.encoded("train").examples)
+    evaluator = CorefEvaluator(task, "val")
+    batch = collate(encoded.examples, encoded.pad)
+    evaluator.update(GoldHead(encoded), batch, gold_logits(batch))
+    assert evaluator.clusters() == [sorted(part.cluster_list()) for part in encoded.parts]
+    assert evaluator.compute()["conll_f1"] == pytest.approx(1.0)
 
 
 def test_span_kd_is_the_bernoulli_kl_of_start_and_end_scores_over_real_tokens():
