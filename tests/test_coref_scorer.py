@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kdx.coref.conll import parse_conll, render_part
+from kdx.coref.score import main
 from kdx.coref.scorer import score_documents
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2012" / "cctv_0000.sample.v4_gold_conll"
@@ -111,33 +112,32 @@ def conll_text(clusters: dict[int, list[tuple[int, int]]], words: int = 8, doc: 
     return render_part(parse_conll(base).parts[0], clusters)
 
 
-def test_the_command_line_prints_the_json_contract_and_a_table(tmp_path):
+def test_the_command_line_prints_the_json_contract_and_a_table(tmp_path, capsys):
     key, response = tmp_path / "key.conll", tmp_path / "response.conll"
     key.write_text(conll_text({1: [(0, 1), (3, 3)], 2: [(5, 7), (4, 4)]}))
     response.write_text(conll_text({4: [(0, 1), (3, 3), (4, 4)], 5: [(6, 6), (5, 7)]}))
-    run = subprocess.run([sys.executable, "-m", "kdx.coref.score", str(key), str(response), "--json"],
-                         capture_output=True, text=True, check=True)
-    scores = json.loads(run.stdout)
+    assert main([str(key), str(response), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
     assert set(scores) == {"muc", "bcub", "ceafm", "ceafe", "blanc", "lea", "conll_f1"}
     assert all(len(scores[m]) == 3 and all(0 <= v <= 1 for v in scores[m]) for m in scores if m != "conll_f1")
     expected = score_documents([([[(0, 1), (3, 3)], [(4, 4), (5, 7)]], [[(0, 1), (3, 3), (4, 4)], [(5, 7), (6, 6)]])])
     assert all(scores[name] == pytest.approx(expected[name]) for name in expected)
-    table = subprocess.run([sys.executable, "-m", "kdx.coref.score", str(key), str(response)],
-                           capture_output=True, text=True, check=True).stdout
+    assert main([str(key), str(response)]) == 0
+    table = capsys.readouterr().out
     assert "CEAF-e" in table and "CoNLL F1" in table
 
 
-def test_the_command_line_reports_malformed_files(tmp_path):
+def test_the_command_line_reports_malformed_files(tmp_path, capsys):
     bad = tmp_path / "bad.conll"
     bad.write_text("#begin document (d); part 000\nd 0 0 w (1\n#end document\n")
-    run = subprocess.run([sys.executable, "-m", "kdx.coref.score", str(bad), str(bad)], capture_output=True, text=True)
-    assert run.returncode == 2 and f"{bad}:2" in run.stderr
+    assert main([str(bad), str(bad)]) == 2
+    assert f"{bad}:2" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not SAMPLE.exists(), reason="the CoNLL-2012 sample is absent")
-def test_the_sample_scored_against_itself_is_perfect_but_for_muc_on_singleton_parts():
+def test_python_m_scores_the_sample_against_itself_perfectly():
     run = subprocess.run([sys.executable, "-m", "kdx.coref.score", str(SAMPLE), str(SAMPLE), "--json"],
                          capture_output=True, text=True, check=True)
     scores = json.loads(run.stdout)
     assert scores["bcub"] == scores["ceafe"] == scores["lea"] == [1, 1, 1]
-    assert scores["muc"] == [1, 1, 1]   # summed over parts, the links of parts 000/003/005 are all found
+    assert scores["muc"] == [1, 1, 1]   # summed over parts (part 001 alone has no link to find)

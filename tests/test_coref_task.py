@@ -3,8 +3,6 @@ back to clusters, and end-to-end runs on the CoNLL-2012 sample."""
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from kdx.coref.decode import decode_spans, merge_clusters
+from kdx.coref.score import score_files
 from kdx.errors import KdxError
 from kdx.losses import IGNORE_INDEX, kd_objective, span_kd, span_loss
 from kdx.models.tokenizer import trained_wordpiece
@@ -176,11 +175,10 @@ TINY = ["task=coref/conll2012", f"task.data_dir={SAMPLE_DIR}", "model=tiny", "ta
 
 
 def scored_files_agree(run_dir: Path, results: dict) -> None:
-    """The written predictions, scored by the command line, give the logged CoNLL F1."""
+    """The written predictions, scored as `python -m kdx.coref.score` does, give the logged CoNLL F1."""
     folder = run_dir / "val"
-    run = subprocess.run([sys.executable, "-m", "kdx.coref.score", str(folder / "key.conll"),
-                          str(folder / "predicted.conll"), "--json"], capture_output=True, text=True, check=True)
-    assert json.loads(run.stdout)["conll_f1"] == pytest.approx(results["metrics"]["val/conll_f1"], abs=1e-6)
+    scores = score_files(str(folder / "key.conll"), str(folder / "predicted.conll"))
+    assert scores["conll_f1"] == pytest.approx(results["metrics"]["val/conll_f1"], abs=1e-6)
     assert json.loads((folder / "scores.json").read_text())["conll_f1"] == pytest.approx(results["metrics"]["val/conll_f1"])
 
 

@@ -189,6 +189,10 @@ class EncodedSplit:
         if self.cls is None or self.sep is None:
             raise KdxError(f"the tokenizer {type(tokenizer).__name__} has no [CLS]/[SEP] (or BOS/EOS) token",
                            "use a BERT-family encoder and its tokenizer")
+        if "token_type_ids" not in getattr(tokenizer, "model_input_names", []):
+            raise KdxError(f"the query mention is marked with token type ids, which the tokenizer "
+                           f"{type(tokenizer).__name__} does not produce (its model has no segment embedding)",
+                           "use a BERT-family encoder with token types (BERT, MiniLM, SpanBERT, ELECTRA)")
         self.pad = tokenizer.pad_token_id or 0
         self.alignments = [align(tokenizer, part.words) for part in parts]
         window = task.max_length - 2
@@ -293,6 +297,7 @@ class CorefEvaluator(SplitEvaluator):
 
     def __init__(self, task: CorefTask, split: str):
         self.task, self.split = task, split
+        self._key_mentions: dict[int, set[Mention]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -314,12 +319,18 @@ class CorefEvaluator(SplitEvaluator):
                 self.add_links(part, example.query, spans)
 
     def add_links(self, part: int, query: Mention, spans: list[Mention]) -> None:
-        candidates = set(self.task.encoded(self.split).parts[part].mentions) if self.task.mode == "gold" else None
+        # gold mode: only key mentions can be found (None: any decoded span is a mention)
+        candidates = self.key_mentions(part) if self.task.mode == "gold" else None
         self.mentions.setdefault(part, set()).add(query)
         for span in spans:
             if candidates is None or span in candidates:
                 self.links.setdefault(part, set()).add((query, span))
                 self.mentions[part].add(span)
+
+    def key_mentions(self, part: int) -> set[Mention]:
+        if part not in self._key_mentions:
+            self._key_mentions[part] = set(self.task.encoded(self.split).parts[part].mentions)
+        return self._key_mentions[part]
 
     @torch.no_grad()
     def query_detected(self, model, encoded: EncodedSplit, segment: Segment, mentions: list[Mention], device) -> None:
