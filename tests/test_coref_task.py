@@ -183,8 +183,10 @@ def scored_files_agree(run_dir: Path, results: dict) -> None:
 
 
 @needs_sample
-def test_kd_runs_end_to_end_with_a_tiny_bert(run_kdx, tmp_path):
-    results = run_kdx(*TINY, "method=kd", "trainer.max_steps=4", tmp_path=tmp_path)
+@pytest.mark.parametrize("method", ["kd", pytest.param("feature_kd", marks=pytest.mark.slow),
+                                    pytest.param("takd", marks=pytest.mark.slow)])
+def test_kd_runs_end_to_end_with_a_tiny_bert(run_kdx, tmp_path, method):
+    results = run_kdx(*TINY, f"method={method}", "trainer.max_steps=4", tmp_path=tmp_path)
     assert results["status"] == "completed" and results["main_metric"]["name"] == "val/conll_f1"
     for name in ("conll_f1", "muc_f1", "bcub_f1", "ceafe_f1", "ceafm_f1", "blanc_f1", "lea_f1"):
         assert 0 <= results["metrics"][f"val/{name}"] <= 1
@@ -208,3 +210,9 @@ def test_minilm_runs_end_to_end(run_kdx, tmp_path, method):
                       "trainer.max_steps=4", "data.batch_size=8", tmp_path=tmp_path)
     assert results["status"] == "completed"
     scored_files_agree(tmp_path / "run", results)
+
+
+@needs_sample
+def test_methods_built_on_class_labels_are_refused(run_kdx, tmp_path):
+    with pytest.raises(KdxError, match="method=label_smoothing does not apply to task coref/conll2012"):
+        run_kdx(*TINY, "method=label_smoothing", "trainer.max_steps=1", tmp_path=tmp_path)

@@ -147,6 +147,9 @@ class Method(nn.Module):
     outputs: OutputRequest = LOGITS_ONLY
     # learns_from="assistant": epochs of the assistant's distillation (None: the trainer's max_epochs)
     assistant_epochs: int | None = None
+    # Whether the losses read span start/end targets (span_prediction tasks: BCE, span KD); methods
+    # built on class labels or sequence-level logits leave it False and such tasks refuse them.
+    handles_span_targets: bool = False
 
     @property
     def needs_frozen_teacher(self) -> bool:

@@ -64,6 +64,7 @@ def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tenso
 
 class FeatureKD(Method):
     learns_from = "teacher"
+    handles_span_targets = True
 
     def __init__(self, name: str = "feature_kd", alpha: float = 0.5, temperature: float = 2.0,
                  tau_squared: bool = True, hidden_weight: float = 1.0, attention_weight: float = 1.0,

@@ -7,6 +7,7 @@ from kdx.methods.base import Method, TrainStep
 
 class FineTune(Method):
     learns_from = "none"
+    handles_span_targets = True
 
     def __init__(self, name: str = "finetune"):
         super().__init__()

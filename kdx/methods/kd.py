@@ -13,6 +13,7 @@ from kdx.methods.base import Method, TrainStep
 
 class KD(Method):
     learns_from = "teacher"
+    handles_span_targets = True
 
     def __init__(self, name: str = "kd", alpha: float = 0.5, temperature: float = 2.0,
                  tau_squared: bool = True):
