@@ -10,6 +10,8 @@ teacher. A method file composes these; it does not re-write them.
 import torch
 import torch.nn.functional as F
 
+from kdx.errors import KdxError
+
 IGNORE_INDEX = -100   # token-level labels that no loss reads (padding, prompt tokens)
 
 
@@ -60,6 +62,9 @@ def target_cross_entropy(student_logits: torch.Tensor, target: torch.Tensor, lab
 def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
     """CE(y, σ(z_S)) for classification (token-level labels: IGNORE_INDEX is skipped), MSE on the
     single output for regression."""
+    if labels.dim() == 3 and labels.is_floating_point():
+        raise KdxError("this method's loss reads class labels, but the task's labels are span start/end targets",
+                       "use a method with a span_prediction objective (finetune, kd, self_kd, takd)")
     if regression:
         return F.mse_loss(student_logits.squeeze(-1), labels.float())
     return F.cross_entropy(student_logits.reshape(-1, student_logits.size(-1)), labels.reshape(-1),
@@ -71,6 +76,20 @@ def span_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     positions labelled IGNORE_INDEX (padding) are skipped."""
     keep = labels != IGNORE_INDEX
     return F.binary_cross_entropy_with_logits(student_logits[keep], labels[keep].float())
+
+
+def span_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            tau_squared: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KD for span prediction: the head scores every token as a start and as an end independently
+    (σ of each logit, trained with BCE), so each (token, start|end) score is a Bernoulli
+    distribution; the term is τ²·KL(Bern(σ(z_T/τ)) ‖ Bern(σ(z_S/τ))), averaged over both scores of
+    every real token (`mask` (B, T)). A Bernoulli is a softmax over the logits (0, z)."""
+    def as_two_classes(logits):
+        return torch.stack([torch.zeros_like(logits), logits], dim=-1)
+
+    kl = kl_per_item(as_two_classes(student_logits), as_two_classes(teacher_logits), temperature)
+    kl = masked_mean(kl, None if mask is None else mask.unsqueeze(-1).expand_as(kl))
+    return kl * temperature**2 if tau_squared else kl
 
 
 def task_loss(family: str, student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -90,9 +109,14 @@ def distillation_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def kd_objective(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                  regression: bool, alpha: float, temperature: float, tau_squared: bool = True,
-                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 mask: torch.Tensor | None = None, family: str | None = None) -> dict[str, torch.Tensor]:
     """Vanilla KD, L = (1−α)·CE(y, σ(z_S)) + α·τ²·KL(σ(z_T/τ) ‖ σ(z_S/τ)), as loss terms
-    {loss, ce, kd} (regression: MSE to the labels and to the teacher)."""
+    {loss, ce, kd} (regression: MSE to the labels and to the teacher; span prediction: BCE to the
+    start/end targets and `span_kd` to the teacher's per-token start/end probabilities)."""
+    if family == "span_prediction":
+        ce = span_loss(student_logits, labels)
+        kd = span_kd(student_logits, teacher_logits, temperature, tau_squared, mask)
+        return {"loss": (1 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}
     ce = hard_label_loss(student_logits, labels, regression)
     kd = distillation_term(student_logits, teacher_logits, regression, temperature, tau_squared, mask)
     return {"loss": (1 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}

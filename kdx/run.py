@@ -149,6 +149,10 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
     task = instantiate_component(cfg.task, "task")
     spec = task.spec
     method: Method = instantiate_component(cfg.method, "method")
+    if spec.family == "span_prediction" and not method.handles_span_targets:
+        raise KdxError(f"method={cfg.method.name} does not apply to task {spec.name}: its losses read class "
+                       "labels or sequence-level logits, not span start/end targets",
+                       "use method=finetune, kd, self_kd, takd or feature_kd")
     tokenizer = build_tokenizer(cfg.model.tokenizer, task, cfg.paths.cache_dir) if cfg.model.get("tokenizer") else None
     vocab_size = len(tokenizer) if tokenizer is not None else None
     datamodule = task.datamodule(tokenizer, cfg.data)

@@ -161,6 +161,9 @@ class Method(nn.Module):
     # True when the method loads other weights into its frozen teacher while training (Pro-KD
     # replay): the teacher-output cache, keyed by the weights at the start, is then not used.
     changes_teacher_weights: bool = False
+    # Whether the losses read span start/end targets (span_prediction tasks: BCE, span KD); methods
+    # built on class labels or sequence-level logits leave it False and such tasks refuse them.
+    handles_span_targets: bool = False
 
     @property
     def needs_frozen_teacher(self) -> bool:

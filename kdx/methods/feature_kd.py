@@ -65,6 +65,7 @@ def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tenso
 
 class FeatureKD(Method):
     learns_from = "teacher"
+    handles_span_targets = True
 
     def __init__(self, name: str = "feature_kd", alpha: Weight = 0.5, temperature: Positive = 2.0,
                  tau_squared: bool = True, hidden_weight: NonNegative = 1.0, attention_weight: NonNegative = 1.0,
@@ -111,7 +112,8 @@ class FeatureKD(Method):
     def losses(self, step: TrainStep):
         student, teacher = step.student(), step.teacher()
         terms = kd_objective(student.logits, teacher.logits, step.labels, step.regression,
-                             self.alpha, self.temperature, self.tau_squared, mask=step.token_mask)
+                             self.alpha, self.temperature, self.tau_squared, mask=step.token_mask,
+                             family=step.family)
         features = self.feature_terms(student, teacher)
         total = terms["loss"]
         if "hidden_mse" in features:

@@ -2,7 +2,9 @@
 
     L = (1-α)·CE(y, σ(z_S)) + α·τ²·KL(σ(z_T/τ) ‖ σ(z_S/τ))
 
-For regression (STS-B) CE becomes MSE on the output and the KD term is MSE between outputs.
+For regression (STS-B) CE becomes MSE on the output and the KD term is MSE between outputs; for
+span prediction (coreference) CE is BCE on the start/end targets and the KD term compares the
+teacher's and the student's per-token start/end probabilities (kdx.losses.span_kd).
 """
 
 from kdx.knobs import Positive, Weight
@@ -12,6 +14,7 @@ from kdx.methods.base import Method, TrainStep
 
 class KD(Method):
     learns_from = "teacher"
+    handles_span_targets = True
 
     def __init__(self, name: str = "kd", alpha: Weight = 0.5, temperature: Positive = 2.0,
                  tau_squared: bool = True):
@@ -21,4 +24,5 @@ class KD(Method):
 
     def losses(self, step: TrainStep):
         return kd_objective(step.student_logits(), step.teacher_logits(), step.labels, step.regression,
-                            self.alpha, self.temperature, self.tau_squared, mask=step.token_mask)
+                            self.alpha, self.temperature, self.tau_squared, mask=step.token_mask,
+                            family=step.family)
