@@ -74,6 +74,12 @@ class CacheSettings:
         return settings
 
 
+# Families whose teacher logits the cache stores: one vector per example, or top-k per token of a
+# language model. Span and question-answering scores are read live (their position axis follows
+# each task's windowing).
+CACHED_FAMILIES = ("classification", "regression", "language_modeling", "generation")
+
+
 def reason_not_cached(settings: CacheSettings, method: Method, spec: TaskSpec, datamodule) -> str | None:
     """Why the cache would not be exact (or is off) for this trial; None when it is used."""
     if not settings.enabled:
@@ -86,6 +92,8 @@ def reason_not_cached(settings: CacheSettings, method: Method, spec: TaskSpec, d
         return f"method={method.name} changes the teacher's weights while it trains"
     if getattr(datamodule, "train_inputs_vary", False):
         return "the training inputs are randomly augmented, so the teacher sees different inputs each epoch"
+    if spec.family not in CACHED_FAMILIES:
+        return f"the cache stores sequence-level and language-model logits; {spec.family} tasks use the live teacher"
     if spec.family in TOKEN_LEVEL and settings.topk is None:
         return f"token-level logits ({spec.family}) are stored only as top-k: set teacher.cache_topk=K to cache them"
     return None
