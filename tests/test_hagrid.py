@@ -180,3 +180,19 @@ def test_hagrid_kd_end_to_end_on_the_tiny_pair(run_kdx, tmp_path):
     assert [r["query_id"] for r in rows] == ["201", "202", "203", "204"]
     assert all(len(r["references"]) == len(next(q for q in QUERIES if q["query_id"] == r["query_id"])["answers"])
                for r in rows)
+
+
+@pytest.mark.parametrize("model, method", [("tiny_t5", "token_kd"), ("tiny_llama", "seq_kd")])
+def test_generator_kd_methods_on_both_generator_kinds(run_kdx, tmp_path, model, method):
+    """The encoder-decoder path with token-level JSD; sequence-level KD on the decoder-only pair,
+    whose teacher answers land in the cache once."""
+    folder = write_hagrid(tmp_path / "data")
+    extra = ["method.divergence=jsd"] if method == "token_kd" else ["method.generation.strategy=greedy",
+                                                                   "method.generation.max_new_tokens=8"]
+    results = run_kdx(*TINY, f"model={model}", f"task.data_dir={folder}", f"method={method}", *extra,
+                      tmp_path=tmp_path)
+    assert results["status"] == "completed" and set(GENERATION_METRICS) <= set(results["metrics"])
+    assert results["params"]["student"] < results["params"]["teacher"]
+    if method == "seq_kd":
+        cached = list((tmp_path / "cache" / "seq_kd").glob("*.json"))
+        assert len(cached) == 1 and len(json.loads(cached[0].read_text())) == 8   # one answer per train prompt
