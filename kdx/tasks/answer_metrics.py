@@ -13,6 +13,7 @@
 Text metrics compare answers with citation markers removed.
 """
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -45,6 +46,7 @@ def sentences(text: str) -> list[str]:
 def rouge_l(items: list[Scored]) -> float:
     from rouge_score.rouge_scorer import RougeScorer
 
+    logging.getLogger("absl").setLevel(logging.WARNING)   # rouge-score announces its tokenizer at INFO
     scorer = RougeScorer(["rougeL"], use_stemmer=True)
     scores = [scorer.score_multi([strip_citations(r) for r in item.references],
                                  strip_citations(item.answer))["rougeL"].fmeasure for item in items]
