@@ -221,3 +221,15 @@ def test_hagrid_on_smollm2_teacher_fine_tune_kd_generate_score(run_kdx, tmp_path
         assert set(GENERATION_METRICS) <= set(metrics) and metrics["val/tokens_per_s"] > 0
     assert results["params"]["student"] < results["params"]["teacher"]
     assert len((tmp_path / "run" / "val" / "generations.jsonl").read_text().splitlines()) == 4
+
+
+def test_without_data_dir_an_unreachable_hub_says_how_to_use_local_files(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(KdxError, match="task.data_dir"):
+        HagridTask(data_dir=None).queries()
+
+
+def test_query_caps_keep_the_first_queries(tmp_path):
+    task = HagridTask(data_dir=str(write_hagrid(tmp_path)), max_train_queries=3, max_eval_queries=2)
+    assert [q.query_id for q in task.queries()["train"]] == ["101", "102", "103"]
+    assert [q.query_id for q in task.queries()["val"]] == ["201", "202"]

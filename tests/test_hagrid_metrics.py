@@ -125,3 +125,30 @@ def test_entailment_label_is_found_by_name(labels, index):
 def test_a_model_without_an_entailment_label_is_refused():
     with pytest.raises(KdxError, match="entailment"):
         entailment_label({0: "LABEL_0", 1: "LABEL_1"}, "some/model")
+
+
+def test_the_entailment_judge_follows_the_classifiers_argmax(tmp_path):
+    """A small random NLI classifier saved as a checkpoint: the judge says "entailed" exactly where
+    the model's argmax is its entailment class."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    from kdx.tasks.answer_metrics import EntailmentJudge
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b", "c", "d", "e"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(words), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, num_labels=3, initializer_range=1.0,
+                        id2label={0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"},
+                        label2id={"CONTRADICTION": 0, "NEUTRAL": 1, "ENTAILMENT": 2})
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path / "nli")
+    tokenizer.save_pretrained(tmp_path / "nli")
+    pairs = [("a b", "c"), ("d e", "a"), ("a a a", "b e"), ("c", "d d")]
+    with torch.no_grad():
+        expected = [int(model(**tokenizer(p, h, return_tensors="pt")).logits.argmax()) == 2 for p, h in pairs]
+    assert EntailmentJudge(str(tmp_path / "nli"), batch_size=3)(pairs) == expected
