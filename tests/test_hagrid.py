@@ -183,7 +183,8 @@ def test_hagrid_kd_end_to_end_on_the_tiny_pair(run_kdx, tmp_path):
                for r in rows)
 
 
-@pytest.mark.parametrize("model, method", [("tiny_t5", "token_kd"), ("tiny_llama", "seq_kd")])
+@pytest.mark.parametrize("model, method", [pytest.param("tiny_t5", "token_kd", marks=pytest.mark.slow),
+                                           ("tiny_llama", "seq_kd")])
 def test_generator_kd_methods_on_both_generator_kinds(run_kdx, tmp_path, model, method):
     """The encoder-decoder path with token-level JSD; sequence-level KD on the decoder-only pair,
     whose teacher answers land in the cache once."""
