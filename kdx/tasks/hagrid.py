@@ -120,14 +120,16 @@ class HagridTask(Task):
             ids = tokenizer(self.answer_prefix + text, add_special_tokens=False)["input_ids"]
             return ids[:self.max_answer_tokens] + [eos]
 
+        # Training: every answer the policy picks. Evaluation: one example per query, whose
+        # teacher-forced loss reads one gold answer (HAGRID's rule when the policy takes them all).
+        eval_policy = "attributable_informative" if self.gold_answer == "all" else self.gold_answer
         for split, queries in self.queries().items():
-            # training: the policy's answers; evaluation: one example per query (the first gold)
-            policy = self.gold_answer if split == "train" or self.gold_answer != "all" else "attributable_informative"
             examples = []
             for q, query in enumerate(queries):
                 prompt = prompt_encoder(query.query, [(quote.idx, quote.text) for quote in query.quotes])
-                targets = gold_answers(query, policy)
-                examples += [Encoded(prompt, answer_ids(a.text), q) for a in (targets if split == "train" else targets[:1])]
+                targets = gold_answers(query, self.gold_answer) if split == "train" else \
+                    gold_answers(query, eval_policy)[:1]
+                examples += [Encoded(prompt, answer_ids(a.text), q) for a in targets]
             self.encoded[split] = examples
 
     def datamodule(self, tokenizer, data_cfg) -> "HagridDataModule":
