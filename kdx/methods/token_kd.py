@@ -23,10 +23,8 @@ LABELLED_TOKEN_FAMILIES = ("language_modeling", "generation")
 
 def labelled_positions(step: TrainStep) -> torch.Tensor | None:
     """The positions the divergence averages over: labelled tokens of language-model families,
-    real tokens of other token-level families, None (every sample) for sequence-level ones."""
-    if step.family in LABELLED_TOKEN_FAMILIES:
-        return step.labels != IGNORE_INDEX
-    return step.token_mask
+    None (every sample) for sequence-level ones."""
+    return step.labels != IGNORE_INDEX if step.family in LABELLED_TOKEN_FAMILIES else None
 
 
 class TokenKD(Method):
@@ -44,9 +42,10 @@ class TokenKD(Method):
         self.alpha, self.temperature, self.tau_squared = alpha, temperature, tau_squared
 
     def setup(self, context: SetupContext) -> None:
-        if context.spec.family == "regression":
-            raise KdxError(f"method={self.name} compares output distributions, which a regression task has not",
-                           "use method=kd (MSE to the teacher's output) for regression")
+        if context.spec.family in ("regression", "span_prediction"):
+            raise KdxError(f"method={self.name} compares next-token or class distributions, which a "
+                           f"{context.spec.family} task does not have",
+                           "use method=kd (MSE to the outputs for regression, KD on the span scores)")
 
     def losses(self, step: TrainStep):
         student, teacher = step.student_logits(), step.teacher_logits()

@@ -67,3 +67,13 @@ def test_bad_settings_are_refused():
         TokenKD(divergence="wasserstein")
     with pytest.raises(KdxError, match="beta"):
         TokenKD(divergence="jsd", beta=1.0)
+
+
+@pytest.mark.parametrize("family", ["regression", "span_prediction"])
+def test_tasks_without_output_distributions_are_refused(family):
+    from kdx.methods.base import SetupContext
+    from kdx.tasks.base import TaskSpec
+
+    spec = TaskSpec("t", num_labels=1 if family == "regression" else 2, metrics=[], main_metric="mse", family=family)
+    with pytest.raises(KdxError, match="method=kd"):
+        TokenKD().setup(SetupContext(spec=spec, student=torch.nn.Linear(1, 1)))
