@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install -q -e ".[wandb,slurm,plots,test]"
+	$(BIN)/pip install -q -e ".[wandb,slurm,plots,test,generation]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,6 +7,8 @@ the weighted `(1−α)·CE + α·KD` objective with its regression branch, and A
 teacher. A method file composes these; it does not re-write them.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +39,46 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     given; over every token of token-level logits without one)."""
     kl = masked_mean(kl_per_item(student_logits, teacher_logits, temperature), mask)
     return kl * temperature**2 if tau_squared else kl
+
+
+def reverse_kl_per_item(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                        temperature: float = 1.0) -> torch.Tensor:
+    """KL(σ(z_S/τ) ‖ σ(z_T/τ)) for every row of the last dim: mode-seeking (the student is
+    penalised for mass where the teacher has little)."""
+    return kl_per_item(teacher_logits, student_logits, temperature)
+
+
+def generalised_jsd_per_item(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float,
+                             temperature: float = 1.0) -> torch.Tensor:
+    """β·KL(p_T ‖ m) + (1−β)·KL(p_S ‖ m) with m = β·p_T + (1−β)·p_S, for every row of the last dim
+    (p = σ(z/τ)); β = 0.5 is the Jensen–Shannon divergence."""
+    if not 0 < beta < 1:
+        raise ValueError(f"generalised JSD needs 0 < beta < 1, got {beta} (use forward or reverse KL at the ends)")
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_m = torch.logsumexp(torch.stack([log_p_teacher + math.log(beta), log_p_student + math.log(1 - beta)]), dim=0)
+    kl_teacher = (log_p_teacher.exp() * (log_p_teacher - log_m)).sum(-1)
+    kl_student = (log_p_student.exp() * (log_p_student - log_m)).sum(-1)
+    return beta * kl_teacher + (1 - beta) * kl_student
+
+
+DIVERGENCES = ("forward", "reverse", "jsd")
+
+
+def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str, temperature: float,
+                     beta: float = 0.5, tau_squared: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """τ²·D(teacher, student) averaged over samples (over the unmasked tokens when `mask` is given),
+    D = forward KL(p_T ‖ p_S), reverse KL(p_S ‖ p_T) or the generalised JSD with β."""
+    if kind == "forward":
+        per_item = kl_per_item(student_logits, teacher_logits, temperature)
+    elif kind == "reverse":
+        per_item = reverse_kl_per_item(student_logits, teacher_logits, temperature)
+    elif kind == "jsd":
+        per_item = generalised_jsd_per_item(student_logits, teacher_logits, beta, temperature)
+    else:
+        raise ValueError(f"divergence {kind!r} is not one of {DIVERGENCES}")
+    value = masked_mean(per_item, mask)
+    return value * temperature**2 if tau_squared else value
 
 
 def kd_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -177,7 +177,7 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
         spec=spec, student=student, tokenizer=tokenizer, teacher=teacher.model if teacher else None,
         teacher_source=teacher.source if teacher else None, trajectory=list(teacher.trajectory) if teacher else [],
         new_teacher=provided.new_teacher, budget=budget(cfg.trainer),
-        gradient_clip_val=cfg.trainer.get("gradient_clip_val")))
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"), cache_dir=Path(cfg.paths.cache_dir)))
 
     compile_models(cfg.hardware, student, teacher.model if teacher else None)
     teacher_outputs = open_teacher_outputs(cfg, method, spec, teacher.model, datamodule) if teacher else None

@@ -65,6 +65,7 @@ class SetupContext:
     new_teacher: Callable[[], nn.Module] | None = None      # online_teacher: an untrained teacher copy
     budget: Budget = Budget()
     gradient_clip_val: float | None = None           # the student's clip norm (trainer.gradient_clip_val)
+    cache_dir: Path | None = None                    # paths.cache_dir: for what a method computes once (seq_kd)
 
 
 @dataclass(frozen=True)

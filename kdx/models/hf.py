@@ -5,14 +5,16 @@ architecture dict without any download (the tiny BERT pair)."""
 from contextlib import contextmanager
 
 import torch.nn as nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForQuestionAnswering, \
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, \
     AutoModelForSequenceClassification, AutoModelForTokenClassification, BertConfig, BertForQuestionAnswering, \
-    BertForSequenceClassification, BertForTokenClassification, LlamaConfig, LlamaForCausalLM, PretrainedConfig
+    BertForSequenceClassification, BertForTokenClassification, LlamaConfig, LlamaForCausalLM, PretrainedConfig, \
+    T5Config, T5ForConditionalGeneration
 from transformers.utils import logging as hf_logging
 
 from kdx.errors import KdxError
 from kdx.models.gguf import checkpoint_folder
 from kdx.models.location import hub_error, resolve
+from kdx.models.seq2seq import Seq2SeqAsDecoder
 
 # Config keys that change weight shapes: pre-trained weights cannot be loaded into a model
 # resized by them (a smaller stack from a checkpoint is `from_config_of` or init=truncated).
@@ -36,10 +38,22 @@ def problem_type(num_labels: int) -> str:
     return "regression" if num_labels == 1 else "single_label_classification"
 
 
-def auto_class(family: str):
+def auto_class(family: str, config: PretrainedConfig | None = None):
+    """The Auto class of the family's head; an encoder-decoder checkpoint (T5) serves generation
+    as a sequence-to-sequence LM (wrapped by `as_family_model`)."""
     if family not in AUTO_CLASS:
         raise KdxError(f"no Hugging Face head for task family {family!r}", f"use one of {list(AUTO_CLASS)}")
+    if getattr(config, "is_encoder_decoder", False) and family in CAUSAL_FAMILIES:
+        if family != "generation":
+            raise KdxError(f"an encoder-decoder model ({config.model_type}) cannot do {family} on packed text",
+                           "use a decoder-only pair for language modelling; encoder-decoders serve generation tasks")
+        return AutoModelForSeq2SeqLM
     return AUTO_CLASS[family]
+
+
+def as_family_model(model: nn.Module) -> nn.Module:
+    """Encoder-decoders behind the generation contract (kdx/models/seq2seq.py); others as they are."""
+    return Seq2SeqAsDecoder(model) if getattr(model.config, "is_encoder_decoder", False) else model
 
 
 def bert_from_arch(num_labels: int, vocab_size: int, family: str = "classification", **arch) -> nn.Module:
@@ -62,6 +76,17 @@ def llama_from_arch(num_labels: int, vocab_size: int, family: str = "language_mo
                        "use it with language_modeling or generation tasks (task=lm/..., task=hagrid)")
     config = LlamaConfig(vocab_size=vocab_size or num_labels, **arch)
     return LlamaForCausalLM(config)
+
+
+def t5_from_arch(num_labels: int, vocab_size: int, family: str = "generation", **arch) -> nn.Module:
+    """A randomly initialised T5 encoder-decoder of the given size (d_model, num_layers, ...) behind
+    the generation contract: tests and smoke runs of the sequence-to-sequence path, no download.
+    `arch` may set the special ids to the tokenizer's (pad_token_id, eos_token_id,
+    decoder_start_token_id)."""
+    if family != "generation":
+        raise KdxError(f"t5_from_arch builds encoder-decoder generators, but the task is {family}",
+                       "use it with generation tasks (task=hagrid)")
+    return Seq2SeqAsDecoder(T5ForConditionalGeneration(T5Config(vocab_size=vocab_size or num_labels, **arch)))
 
 
 def original_config(name_or_path: str) -> PretrainedConfig:
@@ -173,8 +198,9 @@ def from_pretrained(name_or_path: str, num_labels: int, vocab_size: int | None =
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         with quiet_transformers():
-            model, info = auto_class(family).from_pretrained(
+            model, info = auto_class(family, config).from_pretrained(
                 resolve(location), config=config, output_loading_info=True, **extra)
+        model = as_family_model(model)
     except (OSError, ValueError) as err:
         raise hub_error(name_or_path, err) from None
     report_unexpected_keys(name_or_path, info)
@@ -193,7 +219,7 @@ def from_config_of(name_or_path: str, num_labels: int, vocab_size: int | None = 
     config = task_config(location, num_labels, keeps_head=False, family=family, **overrides)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = auto_class(family).from_config(config, **extra)
+        model = as_family_model(auto_class(family, config).from_config(config, **extra))
     except ValueError as err:
         raise KdxError(f"cannot build a {config.model_type!r} {family} model from {name_or_path!r} with "
                        f"{overrides}: {str(err).splitlines()[0][:300]}",

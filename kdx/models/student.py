@@ -28,7 +28,8 @@ STUDENT_INITS = ("pretrained", "truncated", "random")
 # Builders that load weights, and the builder that gives the same architecture without them.
 RANDOM_COUNTERPART = {"kdx.models.hf.from_pretrained": "kdx.models.hf.from_config_of"}
 # Builders whose models are freshly initialised already.
-RANDOM_BUILDERS = ("kdx.models.hf.from_config_of", "kdx.models.hf.bert_from_arch", "kdx.models.hf.llama_from_arch")
+RANDOM_BUILDERS = ("kdx.models.hf.from_config_of", "kdx.models.hf.bert_from_arch", "kdx.models.hf.llama_from_arch",
+                   "kdx.models.hf.t5_from_arch")
 # Config entries with one value per layer, which truncation must subset like the layers.
 PER_LAYER_CONFIG_KEYS = ("layer_types",)
 

@@ -1,5 +1,6 @@
 """Loading saved weights into a model, with errors that say which file and why."""
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -32,3 +33,13 @@ def check_label_spaces(teacher: nn.Module, student: nn.Module, num_labels: int) 
         raise KdxError(f"teacher has {t_labels} labels but student has {s_labels}",
                        f"both must have the task's {num_labels} labels: use checkpoints for this task "
                        "or base models without a classification head")
+
+
+def weights_digest(model: nn.Module, length: int = 16) -> str:
+    """A content hash of every parameter and buffer (names, shapes and values): names what was
+    computed from exactly these weights, e.g. a teacher's cached generations."""
+    hasher = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        hasher.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        hasher.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return hasher.hexdigest()[:length]

@@ -24,7 +24,8 @@ COMMON = ["task=synthetic", "task.train_size=96", "task.val_size=32", "teacher_t
 # One run per method; a few methods get a second variant for their other mode.
 VARIANTS = {
     "finetune": [], "kd": [], "label_smoothing": [], "tf_reg": [], "self_kd": [], "takd": [],
-    "feature_kd": [],
+    "feature_kd": [], "token_kd": [], "seq_kd": [],
+    "token_kd-jsd": ["method=token_kd", "method.divergence=jsd"],
     "annealing": [], "continuation": [], "bpkd": [],
     "mate": ["method.generator_steps=1", "method.student_steps=2"],
     "combined": ["method.generator_steps=1", "method.student_steps=2"],
