@@ -80,7 +80,8 @@ def analyse_attention(cfg, opts) -> dict:
         "plan": plan,
         "plan_detail": plan_summary(plan, count),
         "largest_gap_plan": largest_gap_plan(scores),
-        "plans_by_ratio": {str(r): ratio_plan(scores, float(r)) for r in opts.paper_ratios},
+        "plans_by_ratio": {str(r): ratio_plan(scores, float(r)) for r in opts.paper_ratios
+                           if round(float(r) * count) <= count - 2},   # those the depth allows
         "analysis_time_s": round(elapsed, 2),
     }
 
