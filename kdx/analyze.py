@@ -36,14 +36,15 @@ DEFAULTS = {"samples": 8, "seq_len": 256, "ratio": 0.41, "paper_ratios": [0.23, 
             "output": "outputs/analysis/attention.json"}
 
 
-def settings(overrides: list[str]) -> OmegaConf:
-    base = OmegaConf.create(DEFAULTS)
+def settings(overrides: list[str], defaults: dict = DEFAULTS, prefix: str = "analyze") -> OmegaConf:
+    """The command's own `<prefix>.*` settings (not part of the trial config) over `defaults`."""
+    base = OmegaConf.create(defaults)
     OmegaConf.set_struct(base, True)
     try:
-        return OmegaConf.merge(base, OmegaConf.from_dotlist([o[len("analyze."):] for o in overrides]))
+        return OmegaConf.merge(base, OmegaConf.from_dotlist([o[len(prefix) + 1:] for o in overrides]))
     except OmegaConfBaseException as err:
-        raise KdxError(f"bad analyze setting in {overrides}: {str(err).splitlines()[0]}",
-                       f"the settings are analyze.{', analyze.'.join(DEFAULTS)}") from None
+        raise KdxError(f"bad {prefix} setting in {overrides}: {str(err).splitlines()[0]}",
+                       f"the settings are {prefix}.{f', {prefix}.'.join(defaults)}") from None
 
 
 def compose_config(overrides: list[str]):
