@@ -244,3 +244,19 @@ def test_smollm2_analysis_is_reproducible_and_its_student_shares(tmp_path_factor
     assert runs[0]["similarity"] == runs[1]["similarity"] and runs[0]["plan"] == runs[1]["plan"]
     assert len(runs[0]["similarity"]) == 30 and len(runs[0]["plan"]) == 12
     assert math.isclose(runs[0]["similarity"][3][3], 1.0, rel_tol=1e-6)
+
+
+# ---- the speed benchmark ------------------------------------------------------------------------
+def test_the_speed_benchmark_reports_ratios_to_the_teacher():
+    from kdx.bench.echoatt import parse, run, table
+
+    report = run(parse(["--layers", "6", "--hidden", "36", "--seq-len", "12", "--new-tokens", "2", "--repeats", "1",
+                        "--ratios", "0.34", "--threads", "1"]))
+    teacher, student = report["results"]["teacher"], report["results"]["shared 34%"]
+    assert len(student["shared_layers"]) == 2 and teacher["shared_layers"] == []
+    # removed: q (36 x 36) and k (36 x 12) of two layers
+    assert teacher["params"] - student["params"] == 2 * (36 * 36 + 36 * 12)
+    assert student["ratios"]["params"] == pytest.approx(student["params"] / teacher["params"])
+    assert student["ratios"]["prefill"] == pytest.approx(student["prefill_tok_s"] / teacher["prefill_tok_s"])
+    assert student["peak_memory_mb"] < teacher["peak_memory_mb"]      # fewer weights and saved activations
+    assert teacher["ratios"]["train_step"] == 1.0 and "| shared 34% | 2 |" in table(report)
