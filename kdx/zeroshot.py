@@ -26,19 +26,23 @@ from kdx.results import write_json_atomic
 from kdx.training import evaluate, load_student_weights
 
 DEFAULTS = {"checkpoints": [], "suites": ["sst2", "cola"], "data_dir": None, "limit": 200, "teacher": True,
-            "harness_tasks": [], "harness_limit": None, "output": "outputs/zeroshot.json"}
+            "harness_tasks": [], "harness_limit": None, "harness_include": None, "output": "outputs/zeroshot.json"}
 
 
-def harness_scores(model, tokenizer, tasks: list[str], limit: int | None) -> dict:
-    """lm-evaluation-harness on an in-memory model (the optional `kdx[lmeval]` extra)."""
+def harness_scores(model, tokenizer, tasks: list[str], limit: int | None, include: str | None = None) -> dict:
+    """lm-evaluation-harness on an in-memory model (the optional `kdx[lmeval]` extra); `include`:
+    a folder of the harness's own task YAMLs (e.g. local files for offline tasks)."""
     try:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
     except ImportError:
         raise KdxError("zeroshot.harness_tasks needs lm-evaluation-harness, which is not installed",
                        "pip install 'kdx[lmeval]' (or leave zeroshot.harness_tasks empty)") from None
     wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
-    results = simple_evaluate(model=wrapped, tasks=list(tasks), limit=limit, log_samples=False)["results"]
+    manager = TaskManager(include_path=str(include)) if include else None
+    results = simple_evaluate(model=wrapped, tasks=list(tasks), limit=limit, log_samples=False,
+                              task_manager=manager)["results"]
     return {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float))} for task, metrics in results.items()}
 
 
@@ -50,7 +54,8 @@ def scores(model, tokenizer, spec, datamodule, cfg, opts) -> dict:
         result[f"mc/{Path(str(suite)).stem}"] = evaluate_items(model, tokenizer,
                                                                  suite_items(str(suite), opts.data_dir, opts.limit))
     if opts.harness_tasks:
-        result["lm_eval"] = harness_scores(model, tokenizer, list(opts.harness_tasks), opts.harness_limit)
+        result["lm_eval"] = harness_scores(model, tokenizer, list(opts.harness_tasks), opts.harness_limit,
+                                           opts.harness_include)
     return result
 
 

@@ -1,6 +1,7 @@
 """Zero-shot multiple choice by log-likelihood against a choice-by-choice computation written out
 here, the item loaders, and the before/after comparison command on the tiny EchoAtt pair."""
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -88,3 +89,46 @@ def test_the_comparison_command_on_the_tiny_echoatt_pair(tmp_path, monkeypatch):
     assert report["teacher"]["params"] - report["student"]["params"] == 2 * (64 * 64 + 64 * 32)
     for row in (report["teacher"], report["student"]):
         assert row["val/perplexity"] > 1 and row["mc/items"]["items"] == 4
+
+
+# ---- lm-evaluation-harness (the optional kdx[lmeval] extra) ---------------------------------------
+def word_level_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "the", "cat", "sat", "dog", "ran", "mat", "yes", "no", "is"])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+
+
+ITEMS = [Item("the cat", (" sat", " ran is"), 0), Item("the dog ran", (" yes", " no", " mat"), 2),
+         Item("cat is", (" the mat", " dog"), 1), Item("the", (" cat sat", " dog ran", " is"), 1)]
+
+
+@pytest.mark.slow   # the harness indexes its thousands of task files first (minutes on a busy CPU)
+@pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="kdx[lmeval] is not installed")
+def test_choice_scores_agree_with_lm_evaluation_harness(tmp_path):
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from kdx.zeroshot import harness_scores
+
+    lm, tokenizer = model(), word_level_tokenizer()
+    harness = HFLM(pretrained=lm, tokenizer=tokenizer, batch_size=1)
+    for item in ITEMS:
+        requests = [Instance(request_type="loglikelihood", doc={}, arguments=(item.context, choice), idx=i)
+                    for i, choice in enumerate(item.choices)]
+        expected = [score for score, _ in harness.loglikelihood(requests, disable_tqdm=True)]
+        assert choice_log_likelihoods(lm, tokenizer, item) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+    # a local task in the harness's own format, run through kdx's hook, gives kdx's accuracy
+    data = tmp_path / "items.jsonl"
+    data.write_text("\n".join(json.dumps({"context": i.context, "choices": list(i.choices), "label": i.label})
+                              for i in ITEMS))
+    (tmp_path / "kdx_mc.yaml").write_text(
+        "task: kdx_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{{{context}}}}'\n"
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: label\ntarget_delimiter: ''\nmetric_list:\n  - metric: acc\n")
+    scores = harness_scores(lm, tokenizer, ["kdx_mc"], None, include=str(tmp_path))
+    assert scores["kdx_mc"]["acc,none"] == pytest.approx(evaluate_items(lm, tokenizer, ITEMS)["acc"])
