@@ -260,3 +260,31 @@ def test_the_speed_benchmark_reports_ratios_to_the_teacher():
     assert student["ratios"]["prefill"] == pytest.approx(student["prefill_tok_s"] / teacher["prefill_tok_s"])
     assert student["peak_memory_mb"] < teacher["peak_memory_mb"]      # fewer weights and saved activations
     assert teacher["ratios"]["train_step"] == 1.0 and "| shared 34% | 2 |" in table(report)
+
+
+def test_a_ratio_plan_analysed_on_the_fly_from_the_task_text(tmp_path):
+    """share_ratio without a saved analysis: the teacher's attention is analysed first, on blocks
+    of the text under analysis.data_dir tokenized by the checkpoint's own tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<eos>"] + [f"w{i}" for i in range(40)]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>").save_pretrained(tmp_path / "tok")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [" ".join(f"w{(7 * i + j) % 40}" for j in range(9)) for i in range(30)]
+    (corpus / "c.txt").write_text("\n".join(lines))
+    teacher = tiny()
+    plan = plan_for(teacher, {"share_ratio": 0.34, "analysis": {
+        "data_dir": str(corpus), "samples": 3, "seq_len": 10,
+        "tokenizer": {"kind": "pretrained", "name_or_path": str(tmp_path / "tok")}, "cache_dir": str(tmp_path)}})
+    # the same blocks by hand: the training documents (every 10th line is held out), joined by <eos>
+    stream = []
+    for i, line in enumerate(lines):
+        if i % 10 != 9:
+            stream += [words.index(w) for w in line.split()] + [1]
+    blocks = torch.tensor([stream[k * 10:k * 10 + 10] for k in range(3)])
+    assert plan == ratio_plan(layer_scores(reference_similarity(teacher, blocks)), 0.34)
+    assert len(plan) == 2
