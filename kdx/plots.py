@@ -110,3 +110,38 @@ def _heatmap(plt, model, rows, extra, baseline, path: Path) -> Path | None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def heatmap(matrix: list[list[float]], path: Path, title: str) -> None:
+    """A square matrix (e.g. layer × layer attention similarity) as a heatmap with a colour bar."""
+    plt = _pyplot()
+    size = len(matrix)
+    fig, ax = plt.subplots(figsize=(2 + 0.22 * size, 1.5 + 0.2 * size))
+    image = ax.imshow(matrix, cmap="viridis")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("layer")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def bar_chart(values: list[float], path: Path, title: str, highlighted: set[int] = frozenset(),
+              legend: str = "") -> None:
+    """One bar per item, the y axis starting just below the smallest value so small differences
+    show; `highlighted` items in another colour, named by `legend`."""
+    plt = _pyplot()
+    low, high = min(values), max(values)
+    fig, ax = plt.subplots(figsize=(2 + 0.22 * len(values), 3))
+    colours = ["tab:orange" if i in highlighted else "tab:blue" for i in range(len(values))]
+    ax.bar(range(len(values)), values, color=colours, label=None)
+    ax.set_ylim(low - 0.1 * ((high - low) or abs(high) or 1.0), high + 0.02 * ((high - low) or 1.0))
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("layer")
+    if legend and highlighted:
+        ax.bar([], [], color="tab:orange", label=legend)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

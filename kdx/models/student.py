@@ -5,11 +5,14 @@ A spec is a dict with a `_target_` builder (kdx.models.hf.*, or any callable tak
 
 - `init` (student only): `pretrained` (the builder's weights), `truncated` (layers 0, k, 2k, ...
   of the teacher, DistilBERT-style, with its embeddings, pooler and head; k = `layer_stride`),
-  or `random` (the same architecture, freshly initialised);
+  `random` (the same architecture, freshly initialised), or `shared` (the teacher with some
+  layers reusing an earlier layer's attention, EchoAtt; kdx/models/echoatt.py);
 - `resize` (with init=random): architecture overrides for a fresh smaller stack, e.g.
   `{num_hidden_layers: 3, hidden_size: 192, intermediate_size: 768}`;
 - `truncate_from`: truncate the `pretrained` teacher (before fine-tuning, as DistilBERT) or the
-  `finetuned` one;
+  `finetuned` one (init=shared: the teacher the EchoAtt student is made from);
+- `share` / `share_ratio` / `similarity_file` / `analysis` (init=shared): which layers of the teacher
+  reuse an earlier layer's attention (kdx/models/echoatt_plan.py);
 - `finetuned` / `checkpoint` (teacher only): see kdx/store.py.
 """
 
@@ -23,8 +26,9 @@ from transformers import PreTrainedModel
 from kdx.components import settings_of
 from kdx.errors import KdxError
 
-KDX_KEYS = ("init", "layer_stride", "truncate_from", "resize", "finetuned", "checkpoint", "description")
-STUDENT_INITS = ("pretrained", "truncated", "random")
+KDX_KEYS = ("init", "layer_stride", "truncate_from", "resize", "finetuned", "checkpoint", "description",
+            "share", "share_ratio", "similarity_file", "analysis")
+STUDENT_INITS = ("pretrained", "truncated", "random", "shared")
 # Builders that load weights, and the builder that gives the same architecture without them.
 RANDOM_COUNTERPART = {"kdx.models.hf.from_pretrained": "kdx.models.hf.from_config_of"}
 # Builders whose models are freshly initialised already.
@@ -81,14 +85,19 @@ def build_student(spec: DictConfig, num_labels: int, vocab_size: int | None,
         raise KdxError(f"model.student.resize={OmegaConf.to_container(spec.resize)} changes the architecture, "
                        f"so it only works with init=random (it is {init!r})",
                        "set model.student.init=random, or drop model.student.resize")
-    if init == "truncated":
+    if init in ("truncated", "shared"):
         if teacher_factory is None:
-            raise KdxError("model.student.init=truncated needs a teacher to truncate, but this pair has none",
+            raise KdxError(f"model.student.init={init} needs a teacher to start from, but this pair has none",
                            "use model.student.init=pretrained or random, or a pair with a teacher")
         which = spec.get("truncate_from", "pretrained")
         if which not in ("pretrained", "finetuned"):
             raise KdxError(f"model.student.truncate_from={which!r} is not pretrained or finetuned",
                            "set model.student.truncate_from=pretrained|finetuned")
+        if init == "shared":
+            from kdx.models.echoatt_plan import shared_student
+
+            teacher = teacher_factory(which)
+            return shared_student(copy.deepcopy(teacher) if which == "finetuned" else teacher, spec)
         return truncate(teacher_factory(which), int(spec.get("layer_stride", 2)), spec.get("layers"))
     return build(spec, num_labels, vocab_size, random_init=(init == "random"), family=family)
 
