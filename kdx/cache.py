@@ -43,6 +43,7 @@ from kdx.errors import KdxError
 from kdx.hashing import digest
 from kdx.methods.base import Method
 from kdx.models.outputs import ModelOutputs, freeze
+from kdx.models.weights import weights_digest
 from kdx.results import write_json_atomic
 from kdx.tasks.base import EncodedDataset, TaskSpec, model_inputs
 from kdx.tasks.families import TOKEN_LEVEL
@@ -100,16 +101,6 @@ def reason_not_cached(settings: CacheSettings, method: Method, spec: TaskSpec, d
 
 
 # ---- identities ---------------------------------------------------------------------------------
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of the model's state dict (names, dtypes, shapes and bytes)."""
-    sha = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        sha.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        sha.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return sha.hexdigest()
-
-
 def architecture(model: nn.Module) -> dict:
     config = getattr(model, "config", None)
     described = config.to_dict() if config is not None and hasattr(config, "to_dict") else repr(model)
@@ -313,7 +304,7 @@ def open_teacher_outputs(cfg: DictConfig, method: Method, spec: TaskSpec, teache
     max_length = cfg.data.get("max_length")
     stored = {"form": "topk" if token_level else "logits", "dtype": settings.dtype,
               "k": settings.topk if token_level else None, "fill_batch_size": batch_size}
-    describe = {"teacher_weights": weights_digest(teacher), "architecture": architecture(teacher),
+    describe = {"teacher_weights": weights_digest(teacher, length=64), "architecture": architecture(teacher),
                 "data": data_fingerprint(loader), "tokenizer": tokenizer_identity(getattr(datamodule, "tokenizer", None)),
                 "max_length": max_length, "stored": stored, "family": spec.family}
     key = digest(describe, length=16)
