@@ -15,6 +15,7 @@ from kdx.components import check_component, declared_kinds
 from kdx.errors import KdxError
 from kdx.knobs import (Count, Fraction, Limit, NonNegative, NonNegativeInt, Positive, Seed, check_value,
                        unknown_key_fix)
+from kdx.models.student import STUDENT_INITS
 
 LockMode = Literal["wait", "exit"]
 
@@ -24,7 +25,7 @@ SETTINGS = {
     "model": {
         "name": str, "lr": Positive, "batch_size": Count, "teacher_lr": Positive, "teacher_epochs": Count,
         "gradient_clip_val": NonNegative | None,
-        "student": {"init": Literal["pretrained", "truncated", "random"], "layer_stride": Count,
+        "student": {"init": Literal[STUDENT_INITS], "layer_stride": Count | None,
                     "truncate_from": Literal["pretrained", "finetuned"]},
         "teacher": {"finetuned": bool, "checkpoint": str | None},
     },
