@@ -82,21 +82,18 @@ def test_invalid_setting_is_refused_before_any_work(run_kdx, tmp_path, override,
     assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
 
 
-def test_command_line_typo_exits_2_with_the_closest_key(tmp_path, monkeypatch, capsys):
+def test_command_line_typo_exits_2_with_the_closest_key(tmp_path):
     """A typo in an existing group's key fails in Hydra's composition; kdx names the closest key.
-    `python -m kdx` in-process (a subprocess would spend most of its time importing torch)."""
-    from hydra.core.global_hydra import GlobalHydra
+    A real `python -m kdx` process: in-process, the streams earlier in-process trials left to
+    logging handlers make the result depend on test order."""
+    import os
+    import subprocess
 
-    from kdx.__main__ import main
-
-    monkeypatch.setattr(sys, "argv", ["kdx", "method.alpah=0.3", f"paths.output_root={tmp_path}"])
-    try:
-        with pytest.raises(SystemExit) as caught:
-            main()
-    finally:
-        GlobalHydra.instance().clear()
-    err = capsys.readouterr().err
-    assert caught.value.code == 2, err
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KDX_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "kdx", "method.alpah=0.3", f"paths.output_root={tmp_path}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    err = done.stderr
+    assert done.returncode == 2, err
     assert "method.alpah: no such setting" in err and "did you mean method.alpha?" in err
     assert "Traceback" not in err
     assert not list(tmp_path.rglob("results.json"))   # refused before a trial folder was made
