@@ -65,7 +65,8 @@ class DistillationModule(L.LightningModule):
 
     @torch.no_grad()
     def teacher_forward(self, **inputs) -> ModelOutputs:
-        self.teacher.eval()
+        if self.teacher.training:   # a model shared with training code; eval() itself costs ms a step
+            self.teacher.eval()
         return forward(self.teacher, inputs, self.method.outputs)
 
     def on_fit_start(self):
@@ -168,18 +169,25 @@ class DistillationModule(L.LightningModule):
             self.evaluators[dataloader_idx].update(self.student, batch, logits)
 
     def on_validation_epoch_end(self):
+        losses, metrics = self.validation_results()
+        self.log_dict(losses, sync_dist=False)
+        self.log_dict(metrics, prog_bar=True, sync_dist=False)
+
+    def validation_results(self) -> tuple[dict, dict]:
+        """The evaluation just run, per split: the loss, and the task's metrics (torchmetrics and the
+        task's own evaluators); resets the accumulators for the next one."""
+        losses, metrics = {}, {}
         for split, mean in zip(self.spec.eval_splits, self.val_losses):
             if mean.update_count:
-                self.log(f"{split}/loss", mean.compute(), sync_dist=False)
+                losses[f"{split}/loss"] = mean.compute()
                 mean.reset()
         for collection in self.val_metrics:
-            if not len(collection):
-                continue
-            values = collection.compute()
-            self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=True, sync_dist=False)
-            collection.reset()
+            if len(collection):
+                metrics.update({k: v.float() for k, v in collection.compute().items()})
+                collection.reset()
         for split, evaluator in zip(self.spec.eval_splits, self.evaluators):
-            self.log_dict({f"{split}/{k}": float(v) for k, v in evaluator.compute().items()}, sync_dist=False)
+            metrics.update({f"{split}/{k}": float(v) for k, v in evaluator.compute().items()})
+        return losses, metrics
 
     def on_validation_epoch_start(self):
         for evaluator in self.evaluators:

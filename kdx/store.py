@@ -101,20 +101,32 @@ def self_teacher_config(cfg: DictConfig) -> DictConfig:
     """The trial config whose `model.teacher` is the student's spec, initialised as the student is
     (its `init`): the self-KD teacher, fine-tuned in the store under a key of its own."""
     student = OmegaConf.to_container(cfg.model.student, resolve=True)
-    if student.get("init", "pretrained") == "truncated":
+    # A student truncated from the pre-trained checkpoint is described by its spec alone; one truncated
+    # from the fine-tuned teacher would need that teacher first.
+    if student.get("init", "pretrained") == "truncated" and student.get("truncate_from", "pretrained") != "pretrained":
         raise KdxError("self-KD builds its teacher from the student spec, which model.student.init=truncated "
-                       "does not describe on its own",
-                       "use model.student.init=pretrained or random with self_kd")
+                       f"with truncate_from={student.get('truncate_from')} does not describe on its own",
+                       "use model.student.truncate_from=pretrained (or init=pretrained|random) with self_kd")
     student["description"] = "self-KD teacher: the student's architecture and init, fine-tuned"
     derived = copy.deepcopy(cfg)
     with open_dict(derived.model):
         derived.model.teacher = student
+    # Trained as the student would be without a teacher (Yuan et al.'s self-training): the
+    # student's learning rate and epochs, not the big teacher's.
+    if derived.get("teacher_training") is not None:
+        with open_dict(derived.teacher_training):
+            derived.teacher_training.lr = cfg.optim.lr
+            derived.teacher_training.max_epochs = cfg.trainer.max_epochs
     return derived
 
 
 def build_teacher(tspec: DictConfig, spec: TaskSpec, vocab_size: int | None) -> nn.Module:
-    """A teacher spec's model for the task; a spec with `init: random` (a self-KD teacher built from
-    a random-init student spec) drops pre-trained weights, as the student does."""
+    """A teacher spec's model for the task; a spec with `init: random` or `init: truncated` (a self-KD
+    teacher built from the student's spec) is initialised as that student is."""
+    if tspec.get("init") == "truncated":
+        return build_student(tspec, spec.num_labels, vocab_size,
+                             lambda _pretrained: build(tspec, spec.num_labels, vocab_size, family=spec.family),
+                             spec.family)
     return build(tspec, spec.num_labels, vocab_size, random_init=tspec.get("init") == "random", family=spec.family)
 
 

@@ -5,6 +5,7 @@ a DDP run's writing to its first process. Shared by the trial and the teacher st
 
 import json
 import os
+import time
 from pathlib import Path
 
 import lightning as L
@@ -48,6 +49,24 @@ def last_checkpoint_callback(dirpath: Path) -> ModelCheckpoint:
                            enable_version_counter=False)
 
 
+class ThrottledProgressBar(RichProgressBar):
+    """Redraws the training bar at most every `min_interval_s` (and at an epoch's last batch): a
+    redraw reads every logged metric, about a millisecond, which on a small model is a tenth of
+    the step (kdx/bench)."""
+
+    def __init__(self, min_interval_s: float = 0.25, **kwargs):
+        super().__init__(**kwargs)
+        self.min_interval_s = min_interval_s
+        self._last_draw = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        now = time.monotonic()
+        if now - self._last_draw < self.min_interval_s and batch_idx + 1 < trainer.num_training_batches:
+            return
+        self._last_draw = now
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
 def make_trainer(trainer_cfg: DictConfig | dict, callbacks=(), logger=False, **overrides) -> L.Trainer:
     """A Trainer from the `trainer.*` config (passed verbatim) plus overrides; it writes its
     checkpoints atomically and stops at a batch boundary on SIGTERM/SIGINT/SIGUSR1 (kdx/interrupt.py)."""
@@ -56,7 +75,7 @@ def make_trainer(trainer_cfg: DictConfig | dict, callbacks=(), logger=False, **o
     kwargs["plugins"] = [*(kwargs.get("plugins") or []), AtomicCheckpointIO()]
     callbacks = [*callbacks, StopOnSignal()]
     if kwargs.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(ThrottledProgressBar(leave=True))
     return L.Trainer(callbacks=callbacks, logger=logger, enable_model_summary=False, **kwargs)
 
 
@@ -84,18 +103,48 @@ def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConf
              artifacts_dir: Path | None = None) -> dict:
     """Task metrics of `model` on every evaluation split, on one device (exact: no sampler padding);
     a task's own evaluators write their files (e.g. generated answers) under `artifacts_dir/<split>`."""
+    # A plain inference loop over the module's own validation_step: the same metrics as a Lightning
+    # `validate`, without its set-up per call and its hooks per batch (kdx/bench: evaluation row).
     module = DistillationModule(model, FineTune(), spec, optim_cfg=None)
-    accelerator = (trainer_cfg or {}).get("accelerator", "cpu")
-    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False)
-    results = trainer.validate(module, datamodule=datamodule, verbose=False)
-    merged = {}
-    for r in results:
-        merged.update({k: float(v) for k, v in r.items()})
+    device = evaluation_device((trainer_cfg or {}).get("accelerator", "cpu"))
+    was_training, home = model.training, next(model.parameters()).device
+    datamodule.setup("validate")
+    module.to(device).eval()
+    module.on_validation_epoch_start()
+    with torch.inference_mode():
+        for index, loader in enumerate(datamodule.val_dataloader()):
+            for batch_idx, batch in enumerate(loader):
+                module.validation_step(to_device(batch, device), batch_idx, index)
+    losses, metrics = module.validation_results()
+    model.to(home).train(was_training)
+    merged = {k: float(v) for k, v in {**losses, **metrics}.items()}
     if artifacts_dir is not None:
         for split, evaluator in zip(spec.eval_splits, module.evaluators):
             evaluator.write(Path(artifacts_dir) / split)
     return dict(sorted(merged.items()))
+
+
+def evaluation_device(accelerator: str) -> torch.device:
+    """The device `trainer.accelerator` names; one process evaluates on its own current GPU."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise KdxError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU",
+                           "use hardware=cpu (trainer.accelerator=cpu)")
+        return torch.device("cuda", torch.cuda.current_device())
+    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def to_device(batch, device: torch.device):
+    """A batch's tensors on `device` (nested dicts/lists kept; other values as they are)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 def is_rank_zero() -> bool:

@@ -15,6 +15,13 @@ def test_self_kd_teacher_is_the_student_spec():
     assert derived.model.teacher._target_ == "small" and derived.model.teacher.hidden_size == 32
     assert derived.model.teacher.init == "random"
     assert cfg.model.teacher._target_ == "big"  # the trial's own config is untouched
-    cfg.model.student.init = "truncated"
-    with pytest.raises(KdxError, match="truncated"):
+    # trained with the student's own recipe, not the big teacher's
+    cfg = OmegaConf.create({**OmegaConf.to_container(cfg), "optim": {"lr": 3e-4}, "trainer": {"max_epochs": 4},
+                            "teacher_training": {"lr": 5e-5, "max_epochs": 2, "batch_size": 32}})
+    training = self_teacher_config(cfg).teacher_training
+    assert (training.lr, training.max_epochs, training.batch_size) == (3e-4, 4, 32)
+    cfg.model.student.init = "truncated"   # from the pre-trained checkpoint: the spec says it all
+    assert self_teacher_config(cfg).model.teacher.init == "truncated"
+    cfg.model.student.truncate_from = "finetuned"   # would need the fine-tuned teacher first
+    with pytest.raises(KdxError, match="truncate_from=finetuned"):
         self_teacher_config(cfg)
