@@ -14,9 +14,16 @@ CONF = Path(config_dir())
 GROUPS = ("task", "model", "method", "hardware", "logger")
 
 
+# Config groups nested in another (model/student: student variants added to a model pair), not
+# options of it.
+NESTED = {"model": ("student",)}
+
+
 def options(group: str) -> list[str]:
     root = CONF / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    nested = [root / name for name in NESTED.get(group, ())]
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")
+                  if not any(n in p.parents for n in nested))
 
 
 def compose_cfg(*overrides: str):
@@ -31,6 +38,13 @@ def test_every_group_option_composes(group, option):
     for key in ("task", "model", "method", "trainer", "optim", "data", "seed"):
         assert key in job
     assert job.task.name and job.method.name and job.model.name
+
+
+@pytest.mark.parametrize("option", options("model/student"))
+def test_every_student_variant_composes_on_its_pair(option):
+    job = resolved_job(compose_cfg("model=minilm", f"+model/student={option}"))
+    assert job.model.name == "minilm" and job.model.student.init in ("truncated", "random")
+    assert job.model.student.name_or_path == job.model.teacher.name_or_path
 
 
 def test_groups_have_the_documented_defaults():

@@ -293,8 +293,8 @@ def test_mini_study_grid_is_five_methods_two_inits_three_seeds():
     assert len(jobs) == len(grid) == 5 * 2 * 3
     assert {o for job in grid for o in job if o.startswith("method=")} == \
         {f"method={m}" for m in ("finetune", "kd", "label_smoothing", "tf_reg", "self_kd")}
-    assert {o for job in grid for o in job if o.startswith("model.student.init=")} == \
-        {"model.student.init=pretrained", "model.student.init=random"}
+    assert {o for job in grid for o in job if o.startswith("model/student=")} == \
+        {"model/student=minilm_truncated3", "model/student=minilm_random3"}
 
 
 @pytest.mark.slow
@@ -306,9 +306,11 @@ def test_mini_study_trial_runs_on_real_weights_and_data(run_kdx, tmp_path, monke
     if not (GLUE_DIR / "SST-2" / "train.tsv").exists():
         pytest.skip(f"GLUE files not found at {GLUE_DIR}")
     monkeypatch.setenv("KDX_GLUE_DIR", str(GLUE_DIR))
-    results = run_kdx("+sweep=label_regularization_mini", "method=finetune", "model.student.init=random",
+    results = run_kdx("+sweep=label_regularization_mini", "method=finetune", "model/student=minilm_random3",
                       "trainer.max_steps=2", "task.max_train_examples=64", "task.max_eval_examples=64",
                       tmp_path=tmp_path)
     assert results["status"] == "completed" and results["steps"] == 2
-    assert results["config"]["model"]["student"]["init"] == "random"
+    student = results["config"]["model"]["student"]
+    assert student["init"] == "random" and student["resize"] == {"num_hidden_layers": 3}
+    assert results["config"]["model"]["lr"] == 3e-4   # the random half's learning rate
     assert results["config"]["task"]["max_length"] == 32
