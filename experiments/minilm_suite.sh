@@ -19,7 +19,7 @@ EXTRA=${EXTRA:-}            # more overrides for every trial (e.g. a smoke row's
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 folder_of() { case $1 in sst2) echo SST-2;; mrpc) echo MRPC;; cola) echo CoLA;; esac; }
-length_of() { case $1 in mrpc) echo 128;; *) echo 64;; esac; }   # MRPC pairs need more tokens
+length_of() { case $1 in mrpc) echo 128;; *) echo 32;; esac; }   # MRPC pairs need more tokens
 
 for seed in $SEEDS; do
   for task in $TASKS; do
