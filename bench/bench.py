@@ -50,6 +50,7 @@ from kdx.methods.base import Phase
 from kdx.models.outputs import freeze
 from kdx.models.student import build, build_student
 from kdx.models.tokenizer import build_tokenizer
+from kdx.run import quiet_lightning
 from kdx.tasks.base import model_inputs
 from kdx.training import evaluate, fit_phase
 
@@ -290,6 +291,7 @@ def main() -> None:
     bad = [o for o in overrides if "=" not in o]
     if bad:
         parser.error(f"unknown arguments {bad} (config overrides are key=value)")
+    quiet_lightning()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.time()

@@ -1,7 +1,8 @@
 """`python -m kdx.report DIR`: one table over every results.json under DIR.
 
 Rows are (task, model, method[, student init][, --by keys]); each shows the main metric's mean ± std
-over seeds and, against the baseline method of the same task/model/init, the mean paired difference
+over seeds and, against the baseline method of the same task/model/init, the mean paired difference,
+its effect size (Cohen's d_z: the mean paired difference over the differences' standard deviation)
 and the p-value of a test paired over seeds (trials with the same seed). `--metric` picks another
 metric, robustness ones included (`robustness/attack/attacked_acc`, `robustness/ood/hans/acc`).
 
@@ -46,6 +47,7 @@ class Row:
     paper: float | None = None         # the paper's reported number (experiment config `paper`)
     diff: float | None = None          # mean over shared seeds of (this - baseline)
     p_value: float | None = None
+    effect: float | None = None        # Cohen's d_z of the paired differences
     pairs: int = 0
 
     @property
@@ -132,6 +134,7 @@ def summarize(results: list[dict], baseline: str = "finetune", test: str = "ttes
         mine, theirs = [row.by_seed[s] for s in seeds], [base.by_seed[s] for s in seeds]
         row.diff = statistics.fmean(a - b for a, b in zip(mine, theirs))
         row.p_value = paired_p_value(mine, theirs, test)
+        row.effect = paired_effect_size(mine, theirs)
     return extra, [rows[k] for k in sorted(rows, key=lambda k: tuple(map(str, k)))]
 
 
@@ -163,6 +166,16 @@ def paired_p_value(a: list[float], b: list[float], test: str) -> float | None:
     return None if p is None or math.isnan(p) else float(p)
 
 
+def paired_effect_size(a: list[float], b: list[float]) -> float | None:
+    """Cohen's d_z: mean(a - b) / stdev(a - b) over the pairs; None with fewer than two pairs or
+    identical differences (no spread to scale by). |d_z| ≈ 0.2 small, 0.5 medium, 0.8 large."""
+    diffs = [x - y for x, y in zip(a, b)]
+    if len(diffs) < 2:
+        return None
+    spread = statistics.stdev(diffs)
+    return None if spread == 0 else statistics.fmean(diffs) / spread
+
+
 def _num(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -171,13 +184,14 @@ def table_lines(extra: list[str], rows: list[Row], baseline: str, test: str) -> 
     """A Markdown table (readable in a terminal too)."""
     papers = any(row.paper is not None for row in rows)   # the column only where a config records one
     head = ["task", "model", "method", *extra, "metric", "n", "mean ± std", *(["paper"] if papers else []),
-            "teacher", f"Δ vs {baseline}", f"p ({test}, paired)"]
+            "teacher", f"Δ vs {baseline}", "d_z", f"p ({test}, paired)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         teacher = statistics.fmean(row.teacher) if row.teacher else None
         cells = [*row.key, row.metric, str(len(row.values)), f"{row.mean:.4f} ± {row.std:.4f}",
                  *([_num(row.paper)] if papers else []), _num(teacher),
                  "" if row.diff is None else f"{row.diff:+.4f} (n={row.pairs})",
+                 "" if row.diff is None else _num(row.effect, 2),
                  "" if row.diff is None else _num(row.p_value, 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -190,7 +204,8 @@ def table_rows(extra: list[str], rows: list[Row], baseline: str) -> list[dict]:
         record = dict(zip(["task", "model", "method", *extra], row.key))
         record.update(metric=row.metric, n=len(row.values), mean=row.mean, std=row.std,
                       teacher=statistics.fmean(row.teacher) if row.teacher else None,
-                      **{f"diff_vs_{baseline}": row.diff, "p_value": row.p_value, "pairs": row.pairs})
+                      **{f"diff_vs_{baseline}": row.diff, "effect_size_dz": row.effect, "p_value": row.p_value,
+                         "pairs": row.pairs})
         records.append(record)
     return records
 

@@ -178,6 +178,9 @@ def test_report_mean_std_and_paired_t(sweep):
     assert kd.diff == pytest.approx(sum(KD) / 4 - sum(FT) / 4)
     assert kd.p_value == pytest.approx(hand_paired_t_p(KD, FT))
     assert kd.pairs == 4 and by_method["finetune"].diff is None
+    diffs = [k - f for k, f in zip(KD, FT)]   # Cohen's d_z by hand
+    mean = sum(diffs) / 4
+    assert kd.effect == pytest.approx(mean / (sum((d - mean) ** 2 for d in diffs) / 3) ** 0.5)
 
 
 def test_report_wilcoxon_exact_p(sweep):
