@@ -25,6 +25,21 @@ for _name, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_name, _value)
 
 
+# Config groups nested in another (model/student: student variants added to a model pair), not
+# options of it.
+NESTED_GROUPS = {"model": ("student",)}
+
+
+def shipped_options(group: str) -> list[str]:
+    """The options of a config group as `group=<option>` names them (nested groups left out)."""
+    from kdx.__main__ import config_dir
+
+    root = Path(config_dir()) / group
+    nested = [root / name for name in NESTED_GROUPS.get(group, ())]
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")
+                  if not any(n in p.parents for n in nested))
+
+
 def compose_trial(overrides: list[str]):
     """The full config (with its `hydra` node) for `python -m kdx <overrides>`."""
     from kdx.__main__ import config_dir  # also registers the kdx_trial_key resolver

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import compose_trial, resolved_job
+from tests.conftest import compose_trial, resolved_job, shipped_options
 from kdx.__main__ import config_dir
 from kdx.trial import trial_key
 
@@ -14,23 +14,11 @@ CONF = Path(config_dir())
 GROUPS = ("task", "model", "method", "hardware", "logger")
 
 
-# Config groups nested in another (model/student: student variants added to a model pair), not
-# options of it.
-NESTED = {"model": ("student",)}
-
-
-def options(group: str) -> list[str]:
-    root = CONF / group
-    nested = [root / name for name in NESTED.get(group, ())]
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")
-                  if not any(n in p.parents for n in nested))
-
-
 def compose_cfg(*overrides: str):
     return compose_trial(list(overrides))
 
 
-@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in shipped_options(g)])
 def test_every_group_option_composes(group, option):
     cfg = compose_cfg(f"{group}={option}")
     job = resolved_job(cfg)
@@ -40,7 +28,7 @@ def test_every_group_option_composes(group, option):
     assert job.task.name and job.method.name and job.model.name
 
 
-@pytest.mark.parametrize("option", options("model/student"))
+@pytest.mark.parametrize("option", shipped_options("model/student"))
 def test_every_student_variant_composes_on_its_pair(option):
     job = resolved_job(compose_cfg("model=minilm", f"+model/student={option}"))
     assert job.model.name == "minilm" and job.model.student.init in ("truncated", "random")
@@ -85,7 +73,7 @@ def test_unknown_group_option_lists_the_available_ones():
     assert proc.returncode != 0
     err = proc.stderr + proc.stdout
     assert "no_such_method" in err and "Available options" in err
-    for option in options("method"):
+    for option in shipped_options("method"):
         assert option in err
     assert "Traceback" not in err
 
@@ -102,6 +90,6 @@ def test_conf_ships_in_the_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "kdx/conf/config.yaml" in names
     for group in (*GROUPS, "robustness", "experiment"):
-        for option in options(group):
+        for option in shipped_options(group):
             assert f"kdx/conf/{group}/{option}.yaml" in names
     assert "kdx/robustness/attack.py" in names and "kdx/evaluate.py" in names

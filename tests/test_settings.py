@@ -12,15 +12,10 @@ import pytest
 from kdx.errors import KdxError
 from kdx.knobs import Count, Fraction, Positive, Range, Weight, closest, problem
 from kdx.settings import check_settings
-from tests.conftest import compose_trial, resolved_job
+from tests.conftest import compose_trial, resolved_job, shipped_options
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-
-
-def shipped(group: str) -> list[str]:
-    root = CONF / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
 # ---- the kinds, against values worked out by hand ---------------------------------------------------
@@ -52,7 +47,7 @@ def test_closest_key_is_the_nearest_spelling():
 
 # ---- every shipped config passes, so the ranges refuse only what is wrong ----------------------------
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in ("task", "model", "method", "hardware", "logger")
-                                      for o in shipped(g)] + [f"+experiment={e}" for e in shipped("experiment")])
+                                      for o in shipped_options(g)] + [f"+experiment={e}" for e in shipped_options("experiment")])
 def test_every_shipped_config_passes_the_checks(override):
     check_settings(resolved_job(compose_trial([override])))
 
