@@ -15,7 +15,6 @@ from kdx.settings import check_settings
 from tests.conftest import compose_trial, resolved_job, shipped_options
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 
 
 # ---- the kinds, against values worked out by hand ---------------------------------------------------
