@@ -16,6 +16,7 @@ Weight decay skips biases and normalisation weights unless `optim.decay_bias_and
 """
 
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -283,4 +284,9 @@ def lr_multiplier(cfg, total_steps: int):
                        "use optim.schedule=linear, cosine, constant or multistep")
 
     multiplier(warmup)  # an unknown schedule fails now, not at the first step after warmup
+    if steps is not None and warmup >= total_steps:
+        # e.g. MATE-KD's official 2,138 warmup steps in a short run: the lr never reaches its peak
+        warnings.warn(f"warmup_steps={warmup} is not shorter than this phase's {total_steps} optimizer steps, so "
+                      f"the learning rate never reaches its peak; set a smaller warmup_steps (or warmup_ratio)",
+                      stacklevel=2)
     return multiplier

@@ -4,6 +4,7 @@ weights, MATE-KD's official optimiser recipe (student Adam/warmup/clip 5 steppin
 batches only, generator with linear decay), and Pro-KD's de-duplicated trajectory."""
 
 import csv
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,6 +54,16 @@ def test_annealing_phi_follows_the_step_cap_inside_epoch_zero(run_kdx, tmp_path,
     temperature = logged(tmp_path / "run", "train/temperature")
     assert temperature == pytest.approx([7 * (1 - p) + 1 for p in phi])
     assert temperature[0] == pytest.approx(7) and temperature[-1] == pytest.approx(1)
+
+
+def test_a_warmup_longer_than_the_phase_is_reported():
+    """MATE-KD's official 2,138 warmup steps in a 378-step run: the lr never reaches its peak."""
+    with pytest.warns(UserWarning, match="warmup_steps=2138 is not shorter than this phase's 378"):
+        multiplier = lr_multiplier(OmegaConf.create({"warmup_steps": 2138, "schedule": "linear"}), 378)
+    assert multiplier(377) == pytest.approx(378 / 2138)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lr_multiplier(OmegaConf.create({"warmup_steps": 38, "schedule": "linear"}), 378)
 
 
 @pytest.mark.parametrize("total, fraction, expected", [
