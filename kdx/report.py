@@ -124,7 +124,7 @@ def summarize(results: list[dict], baseline: str = "finetune", test: str = "ttes
         if teacher is not None:
             row.teacher.append(float(teacher))
     for key, row in rows.items():
-        base = rows.get((key[0], key[1], baseline, *key[3:]))
+        base = baseline_row(rows, key, baseline)
         if base is None or base is row:
             continue
         seeds = sorted(set(row.by_seed) & set(base.by_seed))
@@ -136,6 +136,20 @@ def summarize(results: list[dict], baseline: str = "finetune", test: str = "ttes
         row.p_value = paired_p_value(mine, theirs, test)
         row.effect = paired_effect_size(mine, theirs)
     return extra, [rows[k] for k in sorted(rows, key=lambda k: tuple(map(str, k)))]
+
+
+def baseline_row(rows: dict[tuple, Row], key: tuple, baseline: str) -> Row | None:
+    """The baseline method's row for `key`: the one with the same extra key values, else one that
+    lacks (None) the keys it differs in — `--by method.loss` compares every Pro-KD loss with the
+    one KD row, whose config has no method.loss."""
+    exact = rows.get((key[0], key[1], baseline, *key[3:]))
+    if exact is not None:
+        return exact
+    for other, row in rows.items():
+        if other[:3] == (key[0], key[1], baseline) and all(
+                theirs in (mine, "None") for mine, theirs in zip(key[3:], other[3:])):
+            return row
+    return None
 
 
 def metric_value(results: dict, metric: str) -> float | None:

@@ -209,6 +209,23 @@ def test_report_pairs_only_shared_seeds_and_splits_by_student_init(tmp_path):
     assert pretrained_ls.diff == pytest.approx(0.05)
 
 
+def test_report_by_a_method_knob_compares_with_the_baseline_that_lacks_it(sweep):
+    """`--by method.loss`: KD's config has no method.loss, so its one row is every variant's baseline."""
+    for seed, (a, b) in enumerate(zip([0.71, 0.74, 0.72, 0.70], [0.80, 0.70, 0.75, 0.77])):
+        for loss, value in (("kd_kl", a), ("annealed_mse", b)):
+            write_trial(sweep, f"prokd-{loss}{seed}", "glue/sst2", "prokd", seed, value)
+            path = sweep / f"prokd-{loss}{seed}" / "results.json"
+            data = json.loads(path.read_text())
+            data["config"]["method"]["loss"] = loss
+            path.write_text(json.dumps(data))
+    extra, rows = report.summarize(report.load_results(sweep)[0], baseline="kd", by=["method.loss"])
+    assert extra == ["method.loss"]
+    rows = {(r.key[2], r.key[3]): r for r in rows}
+    assert rows[("prokd", "annealed_mse")].diff == pytest.approx(sum(b - k for b, k in zip(
+        [0.80, 0.70, 0.75, 0.77], KD)) / 4)
+    assert rows[("prokd", "kd_kl")].pairs == 4 and rows[("finetune", "None")].pairs == 4
+
+
 def test_report_cli_prints_the_table(sweep, capsys):
     assert report.main([str(sweep), "--baseline", "finetune", "--test", "ttest"]) == 0
     out = capsys.readouterr().out
