@@ -90,7 +90,7 @@ def _heatmap(plt, model, rows, extra, baseline, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(inits), figsize=(1.3 * len(tasks) * len(inits) + 2, 0.6 * len(methods) + 1.8),
                              squeeze=False)
     image = None
-    for ax, init in zip(axes.flat, inits):
+    for index, (ax, init) in enumerate(zip(axes.flat, inits)):
         cells = {(r.key[2], r.key[0]): r for r in compared if _init_of(r, extra) == init}
         grid = [[cells[(m, t)].diff if (m, t) in cells else float("nan") for t in tasks] for m in methods]
         image = ax.imshow(grid, cmap="RdBu", vmin=-span, vmax=span, aspect="auto")
@@ -104,7 +104,8 @@ def _heatmap(plt, model, rows, extra, baseline, path: Path) -> Path | None:
                         color="white" if abs(row.diff) > 0.6 * span else "black")
         ax.set_title(init)
         ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(range(len(methods)), methods, fontsize=8)
+        # method names on the first panel only: repeated, they run into the panel on their left
+        ax.set_yticks(range(len(methods)), methods if index == 0 else [], fontsize=8)
     fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label=f"mean Δ vs {baseline}")
     fig.suptitle(f"{model}: paired difference to {baseline} (* p < {SIGNIFICANT})", y=1.04)
     fig.savefig(path, dpi=110, bbox_inches="tight")
