@@ -45,11 +45,5 @@ toy() {     # Continuation-KD not smoother: a teacher that overfits a stronger h
     'model.student.hidden_sizes=[32,32]' hydra.sweep.dir=$EXP_ROOT/toy
 }
 
-parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(prokd mate bpkd toy)
-for part in "${parts[@]}"; do
-  echo "=== $part ($(date +%T))"
-  SECONDS=0
-  "$part"
-  echo "=== $part done in ${SECONDS}s"
-done
+source "$(dirname "$0")/parts.sh"
+run_parts "prokd mate bpkd toy" "$@"

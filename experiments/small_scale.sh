@@ -59,11 +59,5 @@ report() {
   done
 }
 
-parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(toy synthetic prokd augment labelreg report)
-for part in "${parts[@]}"; do
-  echo "=== $part ($(date +%T))"
-  SECONDS=0
-  "$part"
-  echo "=== $part done in ${SECONDS}s"
-done
+source "$(dirname "$0")/parts.sh"
+run_parts "toy synthetic prokd augment labelreg report" "$@"
