@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from kdx import topk
 from kdx.errors import KdxError
+from kdx.hardware import accelerator_device
 from kdx.hashing import digest
 from kdx.methods.base import Method
 from kdx.models.outputs import ModelOutputs, freeze
@@ -309,7 +310,6 @@ def open_teacher_outputs(cfg: DictConfig, method: Method, spec: TaskSpec, teache
                 "max_length": max_length, "stored": stored, "family": spec.family}
     key = digest(describe, length=16)
     folder = Path(cfg.paths.cache_dir) / "teacher_outputs" / f"{spec.name.replace('/', '_')}-{key}"
-    device = torch.device("cuda") if cfg.trainer.get("accelerator") == "gpu" and torch.cuda.is_available() \
-        else torch.device("cpu")
+    device = accelerator_device(cfg.trainer.get("accelerator", "cpu"))
     return ensure(folder, key, {k: v for k, v in describe.items() if k != "architecture"},
                   lambda tmp: fill_arrays(teacher, loader, settings, token_level, max_length, tmp, device))

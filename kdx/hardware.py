@@ -1,5 +1,7 @@
-"""Hardware options a trial applies to its models: `torch.compile` (hardware.compile)."""
+"""Hardware options a trial applies to its models: `torch.compile` (hardware.compile), and the
+device that `trainer.accelerator` names for work done outside a Trainer."""
 
+import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
@@ -21,3 +23,16 @@ def compile_models(hardware: DictConfig, *models: nn.Module | None) -> None:
     for model in models:
         if model is not None:
             model.compile(**options)
+
+
+def accelerator_device(accelerator: str) -> torch.device:
+    """The device `trainer.accelerator` names, for one process working outside a Trainer
+    (evaluation, filling the teacher-output cache); a GPU process uses its own current GPU."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise KdxError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU",
+                           "use hardware=cpu (trainer.accelerator=cpu)")
+        return torch.device("cuda", torch.cuda.current_device())
+    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
+        return torch.device("mps")
+    return torch.device("cpu")

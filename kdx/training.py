@@ -11,12 +11,14 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn as nn
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from kdx.checkpoints import AtomicCheckpointIO, is_intact, remove_partial_writes, set_aside
 from kdx.distill import DistillationModule
 from kdx.errors import KdxError
+from kdx.hardware import accelerator_device
 from kdx.interrupt import StopOnSignal, stop_if_requested
 from kdx.methods.base import Budget, Method
 from kdx.methods.finetune import FineTune
@@ -106,7 +108,7 @@ def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConf
     # A plain inference loop over the module's own validation_step: the same metrics as a Lightning
     # `validate`, without its set-up per call and its hooks per batch (kdx/bench: evaluation row).
     module = DistillationModule(model, FineTune(), spec, optim_cfg=None)
-    device = evaluation_device((trainer_cfg or {}).get("accelerator", "cpu"))
+    device = accelerator_device((trainer_cfg or {}).get("accelerator", "cpu"))
     was_training, home = model.training, next(model.parameters()).device
     datamodule.setup("validate")
     module.to(device).eval()
@@ -114,7 +116,7 @@ def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConf
     with torch.inference_mode():
         for index, loader in enumerate(datamodule.val_dataloader()):
             for batch_idx, batch in enumerate(loader):
-                module.validation_step(to_device(batch, device), batch_idx, index)
+                module.validation_step(move_data_to_device(batch, device), batch_idx, index)
     losses, metrics = module.validation_results()
     model.to(home).train(was_training)
     merged = {k: float(v) for k, v in {**losses, **metrics}.items()}
@@ -122,29 +124,6 @@ def evaluate(model: nn.Module, spec: TaskSpec, datamodule, trainer_cfg: DictConf
         for split, evaluator in zip(spec.eval_splits, module.evaluators):
             evaluator.write(Path(artifacts_dir) / split)
     return dict(sorted(merged.items()))
-
-
-def evaluation_device(accelerator: str) -> torch.device:
-    """The device `trainer.accelerator` names; one process evaluates on its own current GPU."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise KdxError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU",
-                           "use hardware=cpu (trainer.accelerator=cpu)")
-        return torch.device("cuda", torch.cuda.current_device())
-    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def to_device(batch, device: torch.device):
-    """A batch's tensors on `device` (nested dicts/lists kept; other values as they are)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 def is_rank_zero() -> bool:
