@@ -68,6 +68,10 @@ class ThrottledProgressBar(RichProgressBar):
         self._last_draw = now
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    def get_metrics(self, trainer, pl_module):
+        # train/loss reaches the loggers without `self.log` (DistillationModule.log_terms)
+        return {**super().get_metrics(trainer, pl_module), **getattr(pl_module, "bar_values", {})}
+
 
 def make_trainer(trainer_cfg: DictConfig | dict, callbacks=(), logger=False, **overrides) -> L.Trainer:
     """A Trainer from the `trainer.*` config (passed verbatim) plus overrides; it writes its
