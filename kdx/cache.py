@@ -20,6 +20,13 @@ example id (no random augmentation). Sequence-level tasks store the full logits;
 tasks store top-k logits plus the tail mass (kdx/topk.py) when `teacher.cache_topk=K` is set,
 and use the live teacher otherwise. A batch finds its rows by `idx`; perturbed inputs (MATE-KD,
 Combined-KD, BPKD) still go through the live teacher.
+
+Staged teachers: Pro-KD's replay loads its teacher's trajectory checkpoints T^(1) … T^(N) one after
+another. Each gets its own cache (keyed by its weights, as any teacher's), opened when training
+first reaches its stage (`StagedTeacherOutputs`). `teacher.cache_trajectory=auto` uses them when a
+stage's fill costs no more than the live teacher would in this trial (stages ≤ the passes over the
+data: the default epoch-end trajectory); `always` also when the trajectory is denser (they pay back
+in later trials on the same trajectory: Pro-KD knob variants); `never` keeps the live teacher.
 """
 
 import hashlib
@@ -42,7 +49,7 @@ from kdx import topk
 from kdx.errors import KdxError
 from kdx.hardware import accelerator_device
 from kdx.hashing import digest
-from kdx.methods.base import Method
+from kdx.methods.base import Budget, Method
 from kdx.models.outputs import ModelOutputs, freeze
 from kdx.models.weights import weights_digest
 from kdx.results import write_json_atomic
@@ -53,6 +60,7 @@ from kdx.tasks.tensor_data import RowBatches
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DTYPES = {"float32": np.float32, "float16": np.float16}
+TRAJECTORY_MODES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -62,15 +70,19 @@ class CacheSettings:
     enabled: bool = True
     dtype: str = "float32"           # float16 halves the files; outputs then carry fp16 rounding
     topk: int | None = None          # token-level tasks: keep the k largest logits + tail mass
+    trajectory: str = "auto"         # staged teachers (Pro-KD replay): auto | always | never
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "CacheSettings":
         node = cfg.get("teacher") or {}
         settings = cls(enabled=bool(node.get("cache", True)), dtype=str(node.get("cache_dtype", "float32")),
-                       topk=node.get("cache_topk"))
+                       topk=node.get("cache_topk"), trajectory=str(node.get("cache_trajectory", "auto")))
         if settings.dtype not in DTYPES:
             raise KdxError(f"teacher.cache_dtype={settings.dtype!r} is not supported",
                            f"use one of {list(DTYPES)}")
+        if settings.trajectory not in TRAJECTORY_MODES:
+            raise KdxError(f"teacher.cache_trajectory={settings.trajectory!r} is not supported",
+                           f"use one of {list(TRAJECTORY_MODES)}")
         if settings.topk is not None and int(settings.topk) < 1:
             raise KdxError(f"teacher.cache_topk={settings.topk} must be a positive integer (or null)")
         return settings
@@ -90,7 +102,7 @@ def reason_not_cached(settings: CacheSettings, method: Method, spec: TaskSpec, d
         return f"method={method.name} has no frozen teacher"
     if not method.outputs.logits_only:
         return f"method={method.name} reads the teacher's hidden states or attention maps, not only its logits"
-    if method.changes_teacher_weights:
+    if method.changes_teacher_weights and not method.teacher_stages:
         return f"method={method.name} changes the teacher's weights while it trains"
     if getattr(datamodule, "train_inputs_vary", False):
         return "the training inputs are randomly augmented, so the teacher sees different inputs each epoch"
@@ -99,6 +111,34 @@ def reason_not_cached(settings: CacheSettings, method: Method, spec: TaskSpec, d
     if spec.family in TOKEN_LEVEL and settings.topk is None:
         return f"token-level logits ({spec.family}) are stored only as top-k: set teacher.cache_topk=K to cache them"
     return None
+
+
+def reason_stages_not_cached(settings: CacheSettings, stages: int, passes: float) -> str | None:
+    """Why a staged teacher's per-stage caches are not used; None when they are. Filling a stage's
+    cache costs one teacher pass over the split, while the trial reads each example `passes` times in
+    all, `passes / stages` times per stage: `auto` fills them when that is at least one pass (the
+    trial then pays no more than the live teacher and every later trial on the same trajectory, a
+    knob variant, pays nothing)."""
+    if settings.trajectory == "never":
+        return "teacher.cache_trajectory=never"
+    if settings.trajectory == "auto" and passes < stages:
+        return (f"the teacher has {stages} stages and the trial reads each example {passes:g} times, so one "
+                f"cache per stage would cost {stages / passes:.1f}x the live teacher's passes in this trial; "
+                "teacher.cache_trajectory=always fills them anyway (they pay back in later trials on the "
+                "same trajectory)")
+    return None
+
+
+def teacher_passes(cfg: DictConfig, method: Method, datamodule) -> float:
+    """How many times the method's first phase (the one that reads the teacher) reads each example."""
+    trainer = cfg.trainer
+    budget = Budget(max_epochs=trainer.get("max_epochs"), max_steps=trainer.get("max_steps"))
+    epochs = method.phases(budget)[0].max_epochs or budget.max_epochs or float("inf")
+    if budget.max_steps is not None and budget.max_steps > 0:
+        datamodule.setup("fit")
+        batches = len(datamodule.train_dataloader()) / int(trainer.get("accumulate_grad_batches") or 1)
+        epochs = min(epochs, budget.max_steps / batches)
+    return float(epochs)
 
 
 # ---- identities ---------------------------------------------------------------------------------
@@ -180,6 +220,23 @@ class TeacherOutputs:
         return ModelOutputs(logits=logits.to(device, non_blocking=True), mask=mask)
 
 
+class StagedTeacherOutputs:
+    """One cache per stage of a staged teacher (Pro-KD's replay of the teacher's trajectory, which
+    loads T^(i) into the frozen teacher): a batch reads the cache of the weights loaded now, opened
+    (and filled, if no earlier trial did) when the stage is first read. Each is keyed by the loaded
+    weights themselves, like any teacher's cache, so a stage can never read another's outputs."""
+
+    def __init__(self, plan: "CachePlan", teacher: nn.Module, method: Method):
+        self.plan, self.teacher, self.method = plan, teacher, method
+        self.by_stage: dict[int | None, TeacherOutputs] = {}
+
+    def outputs(self, batch: dict, device: torch.device) -> ModelOutputs:
+        stage = self.method.loaded_stage
+        if stage not in self.by_stage:
+            self.by_stage[stage] = self.plan.open(self.teacher)
+        return self.by_stage[stage].outputs(batch, device)
+
+
 def sha256_file(path: Path) -> str:
     sha = hashlib.sha256()
     with open(path, "rb") as f:
@@ -254,7 +311,7 @@ def fill_arrays(teacher: nn.Module, loader: DataLoader, settings: CacheSettings,
     arrays values/indices/tail.npy) into `folder`; returns extra manifest entries."""
     dtype = DTYPES[settings.dtype]
     size = len(loader.dataset)
-    was_training = teacher.training
+    was_training, home = teacher.training, next(teacher.parameters()).device
     freeze(teacher).to(device)
     arrays: dict[str, np.ndarray] = {"idx": np.lib.format.open_memmap(folder / "idx.npy", "w+", np.int64, (size,))}
     vocab, start = None, 0
@@ -284,32 +341,58 @@ def fill_arrays(teacher: nn.Module, loader: DataLoader, settings: CacheSettings,
     for array_ in arrays.values():
         array_.flush()
     del arrays
-    teacher.cpu()
-    teacher.train(was_training)
+    teacher.to(home).train(was_training)   # a staged teacher is filled mid-training, on its device
     return {"vocab": vocab, "examples": size}
 
 
+@dataclass
+class CachePlan:
+    """Everything a trial's cache is keyed on except the teacher's weights, and how to fill it."""
+
+    cfg: DictConfig
+    spec: TaskSpec
+    settings: CacheSettings
+    loader: DataLoader          # the training split in id order
+    describe: dict              # the key's parts that do not depend on the weights
+
+    @classmethod
+    def for_trial(cls, cfg: DictConfig, spec: TaskSpec, settings: CacheSettings, datamodule) -> "CachePlan":
+        token_level = spec.family in TOKEN_LEVEL
+        batch_size = int(cfg.data.eval_batch_size)
+        loader = sequential_loader(datamodule, batch_size)
+        stored = {"form": "topk" if token_level else "logits", "dtype": settings.dtype,
+                  "k": settings.topk if token_level else None, "fill_batch_size": batch_size}
+        describe = {"data": data_fingerprint(loader),
+                    "tokenizer": tokenizer_identity(getattr(datamodule, "tokenizer", None)),
+                    "max_length": cfg.data.get("max_length"), "stored": stored, "family": spec.family}
+        return cls(cfg, spec, settings, loader, describe)
+
+    def open(self, teacher: nn.Module) -> TeacherOutputs:
+        """The verified cache of `teacher` as it is now, filled first if needed."""
+        describe = {"teacher_weights": weights_digest(teacher, length=64), "architecture": architecture(teacher),
+                    **self.describe}
+        key = digest(describe, length=16)
+        folder = Path(self.cfg.paths.cache_dir) / "teacher_outputs" / f"{self.spec.name.replace('/', '_')}-{key}"
+        device = accelerator_device(self.cfg.trainer.get("accelerator", "cpu"))
+        token_level = self.spec.family in TOKEN_LEVEL
+        return ensure(folder, key, {k: v for k, v in describe.items() if k != "architecture"},
+                      lambda tmp: fill_arrays(teacher, self.loader, self.settings, token_level,
+                                              self.describe["max_length"], tmp, device))
+
+
 def open_teacher_outputs(cfg: DictConfig, method: Method, spec: TaskSpec, teacher: nn.Module,
-                         datamodule) -> TeacherOutputs | None:
-    """The trial's teacher-output cache (filled now if needed), or None where it is off or would
-    not be exact (the reason is printed)."""
+                         datamodule) -> TeacherOutputs | StagedTeacherOutputs | None:
+    """The trial's teacher-output cache (filled now if needed; a staged teacher's, stage by stage
+    as training reaches it), or None where it is off or would not be exact (the reason is printed)."""
     settings = CacheSettings.from_config(cfg)
     why = reason_not_cached(settings, method, spec, datamodule)
+    if why is None and method.teacher_stages:
+        why = reason_stages_not_cached(settings, method.teacher_stages, teacher_passes(cfg, method, datamodule))
     if why is not None:
         if settings.enabled and method.needs_frozen_teacher:
             print(f"[kdx] teacher-output cache not used: {why}")
         return None
-    token_level = spec.family in TOKEN_LEVEL
-    batch_size = int(cfg.data.eval_batch_size)
-    loader = sequential_loader(datamodule, batch_size)
-    max_length = cfg.data.get("max_length")
-    stored = {"form": "topk" if token_level else "logits", "dtype": settings.dtype,
-              "k": settings.topk if token_level else None, "fill_batch_size": batch_size}
-    describe = {"teacher_weights": weights_digest(teacher, length=64), "architecture": architecture(teacher),
-                "data": data_fingerprint(loader), "tokenizer": tokenizer_identity(getattr(datamodule, "tokenizer", None)),
-                "max_length": max_length, "stored": stored, "family": spec.family}
-    key = digest(describe, length=16)
-    folder = Path(cfg.paths.cache_dir) / "teacher_outputs" / f"{spec.name.replace('/', '_')}-{key}"
-    device = accelerator_device(cfg.trainer.get("accelerator", "cpu"))
-    return ensure(folder, key, {k: v for k, v in describe.items() if k != "architecture"},
-                  lambda tmp: fill_arrays(teacher, loader, settings, token_level, max_length, tmp, device))
+    plan = CachePlan.for_trial(cfg, spec, settings, datamodule)
+    if method.teacher_stages:
+        return StagedTeacherOutputs(plan, teacher, method)
+    return plan.open(teacher)

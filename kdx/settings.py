@@ -38,7 +38,8 @@ SETTINGS = {
     "data": {"batch_size": Count, "eval_batch_size": Count, "max_length": Count | None,
              "num_workers": NonNegativeInt, "pin_memory": bool},
     # The teacher-output cache (kdx/cache.py).
-    "teacher": {"cache": bool, "cache_dtype": Literal["float32", "float16"], "cache_topk": Count | None},
+    "teacher": {"cache": bool, "cache_dtype": Literal["float32", "float16"], "cache_topk": Count | None,
+                "cache_trajectory": Literal["auto", "always", "never"]},
     "checkpoint": {"save_last": bool, "every_n_epochs": Count},
     "teacher_training": {"max_epochs": Count, "max_steps": Limit | None, "lr": Positive, "batch_size": Count,
                          "trajectory_every_n_steps": Count | None},

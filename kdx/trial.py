@@ -29,6 +29,7 @@ def result_config(cfg: DictConfig) -> dict:
     # Cached or live, the teacher's logits are the same (docs/architecture.md, teacher-output cache);
     # what is stored (cache_dtype, cache_topk) can change them and stays in the key.
     data.get("teacher", {}).pop("cache", None)
+    data.get("teacher", {}).pop("cache_trajectory", None)   # on/off too, for Pro-KD's per-stage caches
     data.get("data", {}).pop("pin_memory", None)   # how batches reach the device (hardware=gpu)
     return data
 

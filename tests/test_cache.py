@@ -206,3 +206,51 @@ def test_cached_and_live_teacher_train_the_same_student(run_kdx, tmp_path, monke
         assert cached["metrics"].keys() == live["metrics"].keys()
         for name, value in live["metrics"].items():
             assert cached["metrics"][name] == pytest.approx(value, abs=1e-5), name
+
+
+# ---- staged teachers: Pro-KD's replay of the teacher's trajectory ------------------------------------
+def test_a_staged_teacher_is_cached_per_stage_only_where_it_pays():
+    auto, always, never = (cache.CacheSettings(trajectory=mode) for mode in ("auto", "always", "never"))
+    assert cache.reason_stages_not_cached(auto, stages=3, passes=3) is None       # epoch-end trajectory
+    why = cache.reason_stages_not_cached(auto, stages=12, passes=3)
+    assert "12 stages" in why and "4.0x" in why and "cache_trajectory=always" in why
+    assert cache.reason_stages_not_cached(always, stages=12, passes=3) is None
+    assert cache.reason_stages_not_cached(never, stages=1, passes=3) == "teacher.cache_trajectory=never"
+    with pytest.raises(Exception, match="cache_trajectory"):
+        cache.CacheSettings.from_config(OmegaConf.create({"teacher": {"cache_trajectory": "yes"}}))
+
+
+PROKD_TRIAL = [*VECTOR_TRIAL[1:], "method=prokd"]   # 2 teacher epochs: T^(1), T^(2); 2 student epochs
+
+
+def test_prokd_reads_one_cache_per_trajectory_checkpoint_and_trains_the_same_student(
+        run_kdx, tmp_path, monkeypatch, capsys):
+    live_calls = []
+    live_forward = DistillationModule.teacher_forward
+    monkeypatch.setattr(DistillationModule, "teacher_forward",
+                        lambda self, **inputs: live_calls.append(1) or live_forward(self, **inputs))
+    shared = tmp_path / "cache"
+    live = run_kdx(*PROKD_TRIAL, "teacher.cache=false", tmp_path=tmp_path / "live", cache_dir=shared)
+    assert live_calls and not (shared / "teacher_outputs").exists()
+    live_calls.clear()
+    capsys.readouterr()
+    cached = run_kdx(*PROKD_TRIAL, tmp_path=tmp_path / "cached", cache_dir=shared)
+    assert not live_calls                                       # every stage's outputs came from its cache
+    assert len(list((shared / "teacher_outputs").glob("*/manifest.json"))) == 2   # one per checkpoint
+    assert capsys.readouterr().out.count("filling the teacher-output cache") == 2
+    assert cached["metrics"] == live["metrics"]                 # bit-identical (MLP pair, fp32)
+    # a knob variant on the same trajectory fills nothing
+    run_kdx(*PROKD_TRIAL, "method.temperature=4", tmp_path=tmp_path / "variant", cache_dir=shared)
+    assert not live_calls and "filling the teacher-output cache" not in capsys.readouterr().out
+    assert len(list((shared / "teacher_outputs").glob("*/manifest.json"))) == 2
+
+
+def test_a_dense_trajectory_keeps_the_live_teacher_unless_asked(run_kdx, tmp_path, capsys):
+    dense = [*PROKD_TRIAL, "teacher_training.trajectory_every_n_steps=3"]
+    run_kdx(*dense, tmp_path=tmp_path / "auto", cache_dir=tmp_path / "cache")
+    out = capsys.readouterr().out
+    assert "teacher-output cache not used" in out and "cache_trajectory=always" in out
+    assert not (tmp_path / "cache" / "teacher_outputs").exists()
+    run_kdx(*dense, "teacher.cache_trajectory=always", tmp_path=tmp_path / "always", cache_dir=tmp_path / "cache")
+    stages = len(list((tmp_path / "cache" / "teacher_outputs").glob("*/manifest.json")))
+    assert stages > 2                                           # every distinct checkpoint of the dense trajectory

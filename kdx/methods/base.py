@@ -160,8 +160,12 @@ class Method(nn.Module):
     # entries replace `optim.*` keys, `gradient_clip_val` replaces trainer.gradient_clip_val.
     student_optim: dict | None = None
     # True when the method loads other weights into its frozen teacher while training (Pro-KD
-    # replay): the teacher-output cache, keyed by the weights at the start, is then not used.
+    # replay): the teacher-output cache, keyed by the weights at the start, is then not used,
+    # unless the method loads them in `teacher_stages` stages (frozen within each) and names the
+    # one loaded now in `loaded_stage`: the cache then keeps one cache per stage (kdx/cache.py).
     changes_teacher_weights: bool = False
+    teacher_stages: int = 0
+    loaded_stage: int | None = None
     # Whether the losses read span start/end targets (span_prediction tasks: BCE, span KD); methods
     # built on class labels or sequence-level logits leave it False and such tasks refuse them.
     handles_span_targets: bool = False

@@ -99,6 +99,7 @@ class ProKD(Method):
                                "let kdx fine-tune the teacher into the teacher store (model.teacher.finetuned=false, "
                                "model.teacher.checkpoint=null), or use method.teacher_mode=online")
             self.checkpoints = every_kth(distinct_steps(list(context.trajectory)), self.ckpt_interval)
+            self.teacher_stages = len(self.checkpoints)   # one teacher-output cache per T^(i)
             self.__dict__["teacher_model"] = context.teacher   # the trial's frozen teacher, reloaded per stage
             return
         self.online_teacher = context.new_teacher()
