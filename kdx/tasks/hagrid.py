@@ -16,6 +16,7 @@ labels −100 on the prompt, so only the answer (citations included, as ordinary
 import json
 import os
 import tempfile
+from typing import Literal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def pad_id(tokenizer) -> int:
 
 class HagridTask(Task):
     def __init__(self, name: str = "hagrid", data_dir: str | None = None, hub_id: str = HUB_ID,
-                 gold_answer: str = "attributable_informative", references: str = "all",
+                 gold_answer: Literal[GOLD_POLICIES] = "attributable_informative",
+                 references: Literal[REFERENCES] = "all",
                  prompt_template: str = "{quotes}\n{query}", quote_template: str = "[{idx}] {text}\n",
                  answer_prefix: str = " ", max_length: int = 512, max_answer_tokens: int = 128,
                  max_train_queries: int | None = None, max_eval_queries: int | None = None,

@@ -17,6 +17,7 @@ Exact match and F1 (percent) with the official normalisation (kdx/tasks/squad_sc
 """
 
 import json
+from typing import Literal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from kdx.tasks.squad_scoring import score_split
 
 VERSIONS = {"v1": {"hub_id": "rajpurkar/squad", "train": "train-v1.1.json", "val": "dev-v1.1.json"},
             "v2": {"hub_id": "rajpurkar/squad_v2", "train": "train-v2.0.json", "val": "dev-v2.0.json"}}
+VERSION_NAMES = tuple(VERSIONS)
 HUB_SPLITS = {"train": "train", "val": "validation"}
 
 
@@ -221,7 +223,7 @@ class SpanEvaluator(SplitEvaluator):
 
 # ---- the task -----------------------------------------------------------------------------------
 class SquadTask(Task):
-    def __init__(self, version: str = "v1", name: str | None = None, data_dir: str | None = None,
+    def __init__(self, version: Literal[VERSION_NAMES] = "v1", name: str | None = None, data_dir: str | None = None,
                  hub_id: str | None = None, max_length: int = 384, doc_stride: int = 128,
                  max_answer_tokens: int = 30, n_best: int = 20, max_train_examples: int | None = None,
                  max_eval_examples: int | None = None):
