@@ -1,6 +1,6 @@
 """The speed-related options: the GPU path composes (bf16, pinned memory, torch.compile), compiling
 keeps a model's outputs and parameter names, and loading a checkpoint without a classification head
-prints nothing a user cannot act on."""
+prints nothing a user cannot act on; the benchmark runs end to end."""
 
 import importlib.util
 
@@ -42,3 +42,30 @@ def test_a_fresh_classification_head_loads_without_a_report(capfd):
     out, err = capfd.readouterr()
     assert model.classifier.out_features == 3
     assert "LOAD REPORT" not in out + err and "MISSING" not in out + err and "Loading weights" not in out + err
+
+
+def test_the_benchmark_runs_and_reports_every_ratio_beside_its_goal(tmp_path):
+    """`make bench` at its smallest (1 repeat, 5 steps, no MiniLM): every row is measured, finite and
+    judged against its goal, in both output files (the figures themselves are not judged here)."""
+    import json
+    import math
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "bench" / "bench.py"), "--repeats", "1", "--steps", "5",
+                           "--skip-minilm", "--eval-scale", "2", "--out", str(tmp_path)],
+                          cwd=root, capture_output=True, text=True, env={**os.environ, "KDX_CACHE_DIR": str(tmp_path)},
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [row["name"].split(",")[0].split(" (")[0] for row in rows] == [
+        "KD training throughput", "KD speedup with the teacher-output cache", "evaluation throughput",
+        "start to first training step", "the same"]
+    for row in rows:
+        assert math.isfinite(row["value"]) and row["value"] > 0 and row["repeats"] == 1, row
+        assert (row["met"] is None) == (row["goal"] == "—"), row
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("\n| ") == len(rows) + 1 and "| measurement | ratio (median) |" in table
