@@ -41,11 +41,11 @@ test-slow: $(STAMP) install-extras
 slurm-up:
 	bash scripts/slurm-up.sh
 
-# Speed ratios against hand-written PyTorch (bench/bench.py): writes bench/results.json and
+# Speed ratios against hand-written PyTorch (kdx/bench/speed.py): writes bench/results.json and
 # bench/results.md. `make bench ARGS="--repeats 5 hardware=gpu"` on a GPU. Then EchoAtt teacher vs shared
 # students (kdx/bench/echoatt.py) into bench/echoatt.json; `ECHOATT_ARGS="--device cuda --seq-len 2048"`.
 bench: $(STAMP) install-extras
-	$(BIN)/python bench/bench.py $(ARGS)
+	$(BIN)/python -m kdx.bench.speed $(ARGS)
 	$(BIN)/python -m kdx.bench.echoatt --output bench/echoatt.json $(ECHOATT_ARGS)
 
 clean:

@@ -12,7 +12,7 @@ PY=.venv/bin/python
 $PY -c "import torch, sys; ok = torch.cuda.is_available(); print('cuda:', ok, torch.__version__, torch.cuda.get_device_name() if ok else ''); sys.exit(0 if ok else 1)"
 nvidia-smi --query-gpu=name,memory.total,utilization.gpu --format=csv || true
 
-$PY bench/bench.py --repeats "${1:-3}" --out bench/gpu hardware=gpu
+$PY -m kdx.bench.speed --repeats "${1:-3}" --out bench/gpu hardware=gpu
 
 work=$(mktemp -d)
 for compile in false true; do

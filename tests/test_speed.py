@@ -55,7 +55,7 @@ def test_the_benchmark_runs_and_reports_every_ratio_beside_its_goal(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, str(root / "bench" / "bench.py"), "--repeats", "1", "--steps", "5",
+    done = subprocess.run([sys.executable, "-m", "kdx.bench.speed", "--repeats", "1", "--steps", "5",
                            "--skip-minilm", "--eval-scale", "2", "--out", str(tmp_path)],
                           cwd=root, capture_output=True, text=True, env={**os.environ, "KDX_CACHE_DIR": str(tmp_path)},
                           timeout=600)

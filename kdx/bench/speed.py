@@ -16,8 +16,9 @@ the spread (min–max over the repeats):
    evaluates a small and a large split, and the throughput is the extra examples over the extra
    time, so each side's fixed cost per call cancels (it is reported beside the ratio). Goal ≥ 0.95.
 
-Usage: `make bench [ARGS="--repeats 7 hardware=gpu"]`; any `key=value` is a kdx config override
-applied to every measurement. Writes bench/results.json and bench/results.md.
+Usage: `make bench [ARGS="--repeats 7 hardware=gpu"]` or `python -m kdx.bench.speed [--out DIR] [key=value ...]`;
+any `key=value` is a kdx config override applied to every measurement. Writes results.json and
+results.md into --out (default: ./bench).
 """
 
 import argparse
@@ -53,8 +54,6 @@ from kdx.run import quiet_lightning
 from kdx.tasks.base import model_inputs
 from kdx.training import evaluate, fit_phase
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 GOALS = {"throughput": 0.95, "cache": 0.90, "start": 0.25, "eval": 0.95}
 
 
@@ -232,7 +231,7 @@ def kdx_process(arguments: list[str], cache_dir: Path) -> None:
            "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "kdx", *arguments, f"paths.cache_dir={cache_dir}",
                "trainer.enable_progress_bar=false", "logger=none"]
-    subprocess.run(command, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def sweep_start_times(trial: list[str], cache_dir: Path, sweep_dir: Path) -> dict:
@@ -285,7 +284,7 @@ def main() -> None:
     parser.add_argument("--minilm-steps", type=int, default=6, help="timed steps per MiniLM measurement")
     parser.add_argument("--eval-scale", type=int, default=5, help="the large evaluation split, in thousands")
     parser.add_argument("--skip-minilm", action="store_true")
-    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--out", type=Path, default=Path("bench"))
     args, overrides = parser.parse_known_args()
     bad = [o for o in overrides if "=" not in o]
     if bad:
