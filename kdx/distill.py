@@ -27,7 +27,7 @@ from kdx import timing
 from kdx.errors import KdxError
 from kdx.losses import task_loss
 from kdx.methods.base import STUDENT, Method, Progress, TrainStep
-from kdx.metrics import build_metrics, predictions
+from kdx.metrics import GroupedUpdates, build_metrics, predictions
 from kdx.models.outputs import ModelOutputs, enable_outputs, forward, freeze
 from kdx.tasks.base import TaskSpec, model_inputs
 
@@ -60,6 +60,9 @@ class DistillationModule(L.LightningModule):
         # The task loss per evaluation split, averaged over examples and synced across processes
         # once per validation (a per-batch `log(sync_dist=True)` synced on every batch).
         self.val_losses = nn.ModuleList([MeanMetric() for _ in spec.eval_splits])
+        per_example = spec.family in ("classification", "regression")
+        self.val_updates = [GroupedUpdates(loss, metrics if spec.metrics else None, per_example)
+                            for loss, metrics in zip(self.val_losses, self.val_metrics)]
 
     # ---- forward passes -------------------------------------------------------------------
     def student_forward(self, **inputs) -> ModelOutputs:
@@ -166,9 +169,8 @@ class DistillationModule(L.LightningModule):
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         logits = forward(self.student, model_inputs(batch)).logits
         loss = task_loss(self.spec.family, logits, batch["labels"])
-        self.val_losses[dataloader_idx].update(loss.detach(), weight=batch["labels"].shape[0])
-        if self.spec.metrics:
-            self.val_metrics[dataloader_idx].update(predictions(logits, self.spec.family), batch["labels"])
+        predicted = predictions(logits, self.spec.family) if self.spec.metrics else None
+        self.val_updates[dataloader_idx].add(loss, batch["labels"].shape[0], predicted, batch["labels"])
         if self.evaluators:
             self.evaluators[dataloader_idx].update(self.student, batch, logits)
 
@@ -181,6 +183,8 @@ class DistillationModule(L.LightningModule):
         """The evaluation just run, per split: the loss, and the task's metrics (torchmetrics and the
         task's own evaluators); resets the accumulators for the next one."""
         losses, metrics = {}, {}
+        for updates in self.val_updates:
+            updates.flush()
         for split, mean in zip(self.spec.eval_splits, self.val_losses):
             if mean.update_count:
                 losses[f"{split}/loss"] = mean.compute()

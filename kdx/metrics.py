@@ -98,3 +98,37 @@ def predictions(logits: torch.Tensor, family: str) -> torch.Tensor:
     if family in ("language_modeling", "generation"):
         return logits
     return logits.argmax(-1)
+
+
+class GroupedUpdates:
+    """One evaluation split's per-batch loss and metric inputs, handed to the torchmetrics objects
+    in groups of up to `every` batches instead of one `update` per batch: an update costs a few
+    tenths of a millisecond of Python, a tenth of a small model's evaluation batch (kdx/bench).
+    The accumulated states (sums, counts, confusion matrices) are the same. Only per-example
+    predictions are grouped (classes, regression outputs); token-level logits go straight through,
+    since holding many batches of them would cost memory."""
+
+    def __init__(self, loss: Metric, metrics: MetricCollection | None, group_predictions: bool, every: int = 64):
+        self.loss, self.metrics, self.group_predictions, self.every = loss, metrics, group_predictions, every
+        self.losses, self.weights, self.predictions, self.targets = [], [], [], []
+
+    def add(self, loss: torch.Tensor, weight: int, predicted: torch.Tensor | None, target: torch.Tensor) -> None:
+        self.losses.append(loss.detach().float())
+        self.weights.append(weight)
+        if self.metrics is not None:
+            if self.group_predictions:
+                self.predictions.append(predicted)
+                self.targets.append(target)
+            else:
+                self.metrics.update(predicted, target)
+        if len(self.losses) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hands everything added so far to the metrics (call before computing them)."""
+        if self.losses:
+            values = torch.stack(self.losses)
+            self.loss.update(values, weight=torch.tensor(self.weights, dtype=values.dtype, device=values.device))
+        if self.predictions:
+            self.metrics.update(torch.cat(self.predictions), torch.cat(self.targets))
+        self.losses, self.weights, self.predictions, self.targets = [], [], [], []
