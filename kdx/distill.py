@@ -30,6 +30,7 @@ from kdx.methods.base import STUDENT, Method, Progress, TrainStep
 from kdx.metrics import GroupedUpdates, build_metrics, predictions
 from kdx.models.outputs import ModelOutputs, enable_outputs, forward, freeze
 from kdx.tasks.base import TaskSpec, model_inputs
+from kdx.tasks.families import TOKEN_LEVEL
 
 
 class DistillationModule(L.LightningModule):
@@ -60,8 +61,7 @@ class DistillationModule(L.LightningModule):
         # The task loss per evaluation split, averaged over examples and synced across processes
         # once per validation (a per-batch `log(sync_dist=True)` synced on every batch).
         self.val_losses = nn.ModuleList([MeanMetric() for _ in spec.eval_splits])
-        per_example = spec.family in ("classification", "regression")
-        self.val_updates = [GroupedUpdates(loss, metrics if spec.metrics else None, per_example)
+        self.val_updates = [GroupedUpdates(loss, metrics if spec.metrics else None, spec.family not in TOKEN_LEVEL)
                             for loss, metrics in zip(self.val_losses, self.val_metrics)]
 
     # ---- forward passes -------------------------------------------------------------------

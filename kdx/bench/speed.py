@@ -44,6 +44,7 @@ from kdx.__main__ import config_dir
 from kdx.cache import open_teacher_outputs
 from kdx.components import instantiate_component
 from kdx.distill import lr_multiplier
+from kdx.hardware import accelerator_device
 from kdx.loggers import TrialLoggers
 from kdx.losses import kd_objective
 from kdx.methods.base import Phase
@@ -89,7 +90,7 @@ class Pair:
                                 lambda which: build(cfg.model.teacher, self.spec.num_labels, vocab))
         self.initial = copy.deepcopy(student.state_dict())
         self.student = student
-        self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+        self.device = accelerator_device(cfg.trainer.accelerator)
 
     def fresh_student(self):
         self.student.load_state_dict(self.initial)

@@ -16,9 +16,9 @@ labels −100 on the prompt, so only the answer (citations included, as ordinary
 import json
 import os
 import tempfile
-from typing import Literal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch

@@ -17,9 +17,9 @@ Exact match and F1 (percent) with the official normalisation (kdx/tasks/squad_sc
 """
 
 import json
-from typing import Literal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
