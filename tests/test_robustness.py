@@ -82,6 +82,18 @@ def test_a_model_keyed_on_one_word_is_broken_by_substituting_it():
     assert result["attacked_acc"] == pytest.approx(1 / 3)
 
 
+def test_the_similarity_floor_removes_candidates_below_it():
+    tokenizer, model = word_tokenizer(), ToyClassifier()
+    table = torch.nn.functional.normalize(model.embeddings.weight, dim=-1)
+    good_fine = float(table[WORDS.index("good")] @ table[WORDS.index("fine")])   # 0.9988
+    assert Neighbours(model.embeddings.weight, tokenizer, k=1, min_similarity=good_fine - 1e-4)("good") == ["fine"]
+    assert Neighbours(model.embeddings.weight, tokenizer, k=1, min_similarity=good_fine + 1e-4)("good") == []
+    # without its one candidate the keyed model cannot be broken
+    result = attack_accuracy(model, tokenizer, EXAMPLES,
+                             AttackConfig(candidates=1, min_similarity=good_fine + 1e-4, max_queries=50))
+    assert result["success_rate"] == 0.0 and result["attacked_acc"] == pytest.approx(1.0)
+
+
 def test_the_query_budget_stops_the_attack():
     # 1 clean query + 4 deletions > 3: no substitution is ever tried
     result = attack_accuracy(ToyClassifier(), word_tokenizer(), EXAMPLES[:1], AttackConfig(candidates=1, max_queries=3))
@@ -126,6 +138,7 @@ def test_suite_after_training_and_from_kdx_evaluate(run_kdx, tmp_path):
     robustness = results["robustness"]
     assert set(robustness["ood"]) == {"imdb", "yelp"} and robustness["ood"]["imdb"]["examples"] == 10
     assert robustness["attack"]["examples"] == 4 and 0 <= robustness["attack"]["success_rate"] <= 1
+    assert robustness["attack"]["settings"] == {"candidates": 8, "min_similarity": 0.5, "max_queries": 20}
     assert robustness["attack"]["attacked_acc"] <= robustness["attack"]["clean_acc"]
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["robustness"] == robustness

@@ -282,7 +282,8 @@ def main() -> None:
     # Enough steps that one measurement takes seconds: 30 tiny steps (under a second) let a single
     # scheduler hiccup move a ratio by ±30 %.
     parser.add_argument("--steps", type=int, default=150, help="timed steps per tiny-pair measurement")
-    parser.add_argument("--minilm-steps", type=int, default=6, help="timed steps per MiniLM measurement")
+    # 12 MiniLM steps (~8 s a side): at 6 the five ratios of one run spread 0.82-1.15 on a shared VM.
+    parser.add_argument("--minilm-steps", type=int, default=12, help="timed steps per MiniLM measurement")
     parser.add_argument("--eval-scale", type=int, default=5, help="the large evaluation split, in thousands")
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench"))

@@ -9,7 +9,7 @@ Settings (conf/robustness/standard.yaml, `robustness.*`):
     attack.candidates / min_similarity / max_queries   the attack's knobs
 
 Results (`results.json` → "robustness"): {"ood": {set: {acc, examples, source} | {error}},
-"attack": {examples, clean_acc, attacked_acc, success_rate, mean_queries, split}}; flattened
+"attack": {examples, clean_acc, attacked_acc, success_rate, mean_queries, split, settings}}; flattened
 (kdx.robustness.flatten) as `robustness/ood/<set>/acc`, `robustness/attack/<name>` for
 `python -m kdx.report --metric`.
 """
@@ -61,5 +61,7 @@ def run_suite(model, tokenizer, task, settings: DictConfig | dict, max_length: i
     config = AttackConfig(candidates=attack.candidates, min_similarity=attack.min_similarity,
                           max_queries=attack.max_queries, max_length=max_length)
     results["attack"] = {**attack_accuracy(model, tokenizer, task_examples(task, split, attack.examples), config),
-                         "split": split}
+                         "split": split, "settings": {"candidates": config.candidates,
+                                                      "min_similarity": config.min_similarity,
+                                                      "max_queries": config.max_queries}}
     return results
