@@ -5,8 +5,8 @@
 
 The grid is expanded as Hydra's basic sweeper expands `python -m kdx -m <same overrides>` (the
 sweep's `hydra.sweeper.params`, then the command line), and each job's trial key is the one its run
-would get. kdx.status and kdx.report compare a sweep folder with this plan (its `multirun.yaml`
-records the command line), so trials that never started are shown, not silently missing.
+would get. kdx.status and kdx.report compare a sweep folder with this plan (kdx/launches.py
+records every launch's command line), so trials that never started are shown, not silently missing.
 """
 
 import argparse

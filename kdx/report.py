@@ -16,8 +16,8 @@ A `paper` column shows the paper's reported number where the trial's experiment 
     python -m kdx.report multirun/label_regularization --baseline finetune --test wilcoxon
     python -m kdx.report multirun/label_regularization --out report/   # + report.md, .csv, PNG plots
 
-Failed trials are listed with their error's first line, and, for a sweep folder (its multirun.yaml
-gives the grid), so are the trials that have no result yet: nothing is dropped silently.
+Failed trials are listed with their error's first line, and, for a sweep folder (its recorded
+launches give the grid, kdx/launches.py), so are the trials that have no result yet: nothing is dropped silently.
 """
 
 import argparse
@@ -234,9 +234,10 @@ def write_csv(records: list[dict], path: Path) -> None:
 def unfinished_lines(folder: Path, failed: list[Path]) -> list[str]:
     """Trials of `folder` without a completed result: for a sweep folder (multirun.yaml gives its
     grid) every failed, unfinished or not-started trial; elsewhere the failed results.json files."""
-    from kdx.status import SWEEP_CONFIG, trial_states  # composes the sweep's grid
+    from kdx.launches import sweep_grids
+    from kdx.status import trial_states  # composes the sweep's grid
 
-    if (folder / SWEEP_CONFIG).exists():
+    if sweep_grids(folder) is not None:
         return [f"  {s.key}  {s.task} · {s.method} · seed {s.seed}: {s.state}" + (f" ({s.error})" if s.error else "")
                 for s in trial_states(folder, stale_min=float("inf")) if s.state != "completed"]
     lines = []

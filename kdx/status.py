@@ -5,7 +5,7 @@
 Counts per method and task: completed, failed, running (folder written to recently, no result),
 interrupted (no result and no activity for --stale-min minutes: a killed or preempted trial that a
 relaunch resumes) and not started (in the sweep's grid, no folder). The grid comes from the sweep's
-own config (DIR/multirun.yaml, written by `python -m kdx -m`), so trials that never started show.
+own config (every launch's command line, kdx/launches.py), so trials that never started show.
 Then the failed trials with the first line of their error, and the time per trial.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from kdx.errors import KdxError
+from kdx.launches import SWEEP_CONFIG, sweep_grids
 from kdx.results import RESULTS_FILE
 
 STATES = ("completed", "failed", "running", "interrupted", "not started")
-SWEEP_CONFIG = "multirun.yaml"
 
 
 @dataclass
@@ -38,22 +38,17 @@ class TrialState:
     seed: int | None = None
 
 
-def sweep_overrides(folder: Path) -> list[str] | None:
-    """The command-line overrides the sweep was launched with (None when DIR has no multirun.yaml)."""
-    config_file = folder / SWEEP_CONFIG
-    if not config_file.exists():
-        return None
-    return list(OmegaConf.load(config_file).hydra.overrides.task)
-
-
 def expected_trials(folder: Path):
-    """The sweep's grid (kdx.plan), or None when it cannot be known."""
-    overrides = sweep_overrides(folder)
-    if overrides is None:
+    """The grid of every launch into the sweep folder (kdx.plan), or None when it cannot be known."""
+    grids = sweep_grids(folder)
+    if grids is None:
         return None
     from kdx.plan import plan  # composes configs: only when there is a grid to expand
 
-    return plan(overrides)
+    trials = {}
+    for overrides in grids:
+        trials.update({trial.key: trial for trial in plan(overrides)})
+    return list(trials.values())
 
 
 def last_activity(trial_dir: Path) -> float:
@@ -162,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a trial with no result and no file written for this long counts as interrupted")
     args = parser.parse_args(argv)
     try:
-        grid_known = (args.dir / SWEEP_CONFIG).exists()
+        grid_known = sweep_grids(args.dir) is not None
         states = trial_states(args.dir, args.stale_min)
     except KdxError as err:
         print(f"kdx.status: error: {err}", file=sys.stderr)

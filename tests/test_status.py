@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from kdx.launches import launched_grids, record_launch
 from kdx.plan import plan
 from kdx.status import main as status_main, trial_states
 from kdx.trial import trial_key
@@ -83,6 +84,26 @@ def test_status_counts_completed_failed_and_not_started(run_kdx, tmp_path, capsy
     assert "2 trial(s) without a completed result" in out
     assert f"{planned[1]}  synthetic · finetune · seed 1: failed (CUDA out of memory)" in out
     assert f"{planned[2]}  synthetic · finetune · seed 2: not started" in out
+
+
+def test_status_expects_every_grid_launched_into_the_folder(tmp_path):
+    """Two commands into one sweep folder: Hydra's multirun.yaml keeps only the last, the launch
+    record (written by the RecordLaunch callback of a real `python -m kdx -m`) keeps both."""
+    sweep = tmp_path / "sweep"
+    overrides = ["method=finetune", "task.train_size=64", "task.val_size=32", "trainer.max_epochs=1",
+                 "trainer.enable_progress_bar=false", "hardware.torch_threads=1"]
+    record_launch(sweep, [*overrides, "seed=1,2"])       # an earlier launch that never got to train
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "KDX_CACHE_DIR": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "kdx", "-m", *overrides, "seed=0", f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert launched_grids(sweep) == [[*overrides, "seed=1,2"], [*overrides, "seed=0"]]
+    record_launch(sweep, [*overrides, "seed=0"])         # relaunching a command adds nothing
+    assert len(launched_grids(sweep)) == 2
+    planned = {t.seed: t.key for t in plan([*overrides, "seed=0,1,2"])}
+    states = {s.key: s.state for s in trial_states(sweep)}
+    assert states == {planned[0]: "completed", planned[1]: "not started", planned[2]: "not started"}
 
 
 @pytest.mark.slow
