@@ -3,10 +3,12 @@
 # that did not hold (experiments/README.md, "Real data: follow-ups"). Each part writes its trials
 # under $ROOT/<part>; the suite's own trials (multirun/minilm_suite) are the "as configured" side.
 #
-#   KDX_GLUE_DIR=/path/to/glue bash experiments/minilm_followups.sh gap continuation_psi attack_floor
+#   KDX_GLUE_DIR=/path/to/glue bash experiments/minilm_followups.sh                # all parts
+#   KDX_GLUE_DIR=/path/to/glue bash experiments/minilm_followups.sh gap attack_floor   # some
 #   python -m kdx.report multirun/minilm_followups/gap --baseline kd --test ttest
 #   python -m kdx.report multirun/minilm_suite/sst2 multirun/minilm_followups/continuation_psi \
 #       --baseline kd --by method.psi.ramp_epochs
+#   python -m kdx.report multirun/minilm_suite/sst2 multirun/minilm_followups/prokd_loss --baseline kd --by method.loss
 #   python -m kdx.report multirun/minilm_followups/attack_floor --baseline kd \
 #       --metric robustness/attack/attacked_acc
 set -euo pipefail
@@ -33,6 +35,15 @@ continuation_psi() {   # the paper's psi shape (ramp over 2/3 of the run, then C
   done
 }
 
+prokd_loss() {   # Pro-KD with the annealed-MSE loss (its temperature schedule) on the suite's trajectory
+  for seed in $SEEDS; do
+    "$PYTHON" -m kdx +experiment=prokd_minilm task=glue/sst2 task.data_dir="$KDX_GLUE_DIR/SST-2" \
+      seed="$seed" method.loss=annealed_mse hardware.torch_threads=1 \
+      trainer.enable_progress_bar=false paths.output_root="$ROOT/prokd_loss" \
+      hydra.run.dir="$ROOT/prokd_loss/sst2/prokd/seed$seed"
+  done
+}
+
 attack_floor() {   # the attack with TextFooler's word-similarity floor 0.5 on the suite's SST-2 students
   "$PYTHON" - "$SUITE/sst2" "$ROOT/attack_floor/sst2" <<'EOF'
 import json, sys
@@ -50,4 +61,4 @@ EOF
 }
 
 source "$HERE/parts.sh"
-run_parts "gap continuation_psi attack_floor" "$@"
+run_parts "gap continuation_psi prokd_loss attack_floor" "$@"

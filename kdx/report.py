@@ -167,14 +167,22 @@ def paper_value(config: dict, task: str, method: str, metric: str) -> float | No
     return None if value is None else float(value)
 
 
+def no_spread(diffs: list[float]) -> bool:
+    """Differences equal up to float rounding (e.g. two seeds each 3 dev examples apart: accuracy
+    moves in steps of 1/N), where a t statistic would divide by a rounding error."""
+    return statistics.stdev(diffs) <= 1e-9 * max(1.0, max(abs(d) for d in diffs))
+
+
 def paired_p_value(a: list[float], b: list[float], test: str) -> float | None:
     """Two-sided p of "a and b differ", paired by position; None where the test is undefined
-    (fewer than two pairs, or identical values)."""
+    (fewer than two pairs, identical values, or for the t-test identical differences)."""
     diffs = [x - y for x, y in zip(a, b)]
     if len(diffs) < 2 or all(d == 0 for d in diffs):
         return None
     if test == "wilcoxon":
         p = stats.wilcoxon(a, b).pvalue
+    elif no_spread(diffs):
+        return None
     else:
         p = stats.ttest_rel(a, b).pvalue
     return None if p is None or math.isnan(p) else float(p)
@@ -184,10 +192,9 @@ def paired_effect_size(a: list[float], b: list[float]) -> float | None:
     """Cohen's d_z: mean(a - b) / stdev(a - b) over the pairs; None with fewer than two pairs or
     identical differences (no spread to scale by). |d_z| ≈ 0.2 small, 0.5 medium, 0.8 large."""
     diffs = [x - y for x, y in zip(a, b)]
-    if len(diffs) < 2:
+    if len(diffs) < 2 or no_spread(diffs):
         return None
-    spread = statistics.stdev(diffs)
-    return None if spread == 0 else statistics.fmean(diffs) / spread
+    return statistics.fmean(diffs) / statistics.stdev(diffs)
 
 
 def _num(x: float | None, digits: int = 4) -> str:

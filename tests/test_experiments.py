@@ -183,6 +183,15 @@ def test_report_mean_std_and_paired_t(sweep):
     assert kd.effect == pytest.approx(mean / (sum((d - mean) ** 2 for d in diffs) / 3) ** 0.5)
 
 
+def test_paired_t_is_undefined_when_the_differences_do_not_vary():
+    """Two seeds each 0.1 apart (0.3 - 0.2 and 0.8 - 0.7 differ by one float rounding): no t-test,
+    no effect size, instead of a t statistic over the rounding error (p ≈ 0)."""
+    a, b = [0.3, 0.8], [0.2, 0.7]
+    assert a[0] - b[0] != a[1] - b[1]
+    assert report.paired_p_value(a, b, "ttest") is None and report.paired_effect_size(a, b) is None
+    assert report.paired_p_value([0.3, 0.9], [0.2, 0.7], "ttest") == pytest.approx(hand_paired_t_p([0.3, 0.9], [0.2, 0.7]))
+
+
 def test_report_wilcoxon_exact_p(sweep):
     """4 pairs, all differences positive: the exact two-sided signed-rank p is 2·(1/2)^4."""
     _, rows = report.summarize(report.load_results(sweep)[0], test="wilcoxon")
