@@ -17,7 +17,8 @@ A `paper` column shows the paper's reported number where the trial's experiment 
     python -m kdx.report multirun/label_regularization --out report/   # + report.md, .csv, PNG plots
 
 Failed trials are listed with their error's first line, and, for a sweep folder (its recorded
-launches give the grid, kdx/launches.py), so are the trials that have no result yet: nothing is dropped silently.
+launches give the grid, kdx/launches.py), so are the trials that have no result yet: nothing is
+dropped silently.
 """
 
 import argparse
@@ -239,7 +240,7 @@ def write_csv(records: list[dict], path: Path) -> None:
 
 
 def unfinished_lines(folder: Path, failed: list[Path]) -> list[str]:
-    """Trials of `folder` without a completed result: for a sweep folder (multirun.yaml gives its
+    """Trials of `folder` without a completed result: for a sweep folder (its launches give the
     grid) every failed, unfinished or not-started trial; elsewhere the failed results.json files."""
     from kdx.launches import sweep_grids
     from kdx.status import trial_states  # composes the sweep's grid
