@@ -27,21 +27,13 @@ gap() {   # a larger teacher-student gap, as in the papers: a 2-layer student (t
 }
 
 continuation_psi() {   # the paper's psi shape (ramp over 2/3 of the run, then CE only) scaled to 3 epochs
-  for seed in $SEEDS; do
-    "$PYTHON" -m kdx +experiment=continuation_minilm task=glue/sst2 task.data_dir="$KDX_GLUE_DIR/SST-2" \
-      seed="$seed" method.psi.ramp_epochs=2 method.psi.slope=0.25 hardware.torch_threads=1 \
-      trainer.enable_progress_bar=false paths.output_root="$ROOT/continuation_psi" \
-      hydra.run.dir="$ROOT/continuation_psi/sst2/continuation/seed$seed"
-  done
+  OUT=$ROOT/continuation_psi METHODS=continuation \
+    EXTRA="hardware.torch_threads=1 method.psi.ramp_epochs=2 method.psi.slope=0.25" bash "$HERE/minilm_suite.sh"
 }
 
 prokd_loss() {   # Pro-KD with the annealed-MSE loss (its temperature schedule) on the suite's trajectory
-  for seed in $SEEDS; do
-    "$PYTHON" -m kdx +experiment=prokd_minilm task=glue/sst2 task.data_dir="$KDX_GLUE_DIR/SST-2" \
-      seed="$seed" method.loss=annealed_mse hardware.torch_threads=1 \
-      trainer.enable_progress_bar=false paths.output_root="$ROOT/prokd_loss" \
-      hydra.run.dir="$ROOT/prokd_loss/sst2/prokd/seed$seed"
-  done
+  OUT=$ROOT/prokd_loss METHODS=prokd EXTRA="hardware.torch_threads=1 method.loss=annealed_mse" \
+    bash "$HERE/minilm_suite.sh"
 }
 
 attack_floor() {   # the attack with TextFooler's word-similarity floor 0.5 on the suite's SST-2 students

@@ -45,11 +45,14 @@ GRID = ["method=finetune", "seed=0,1,2", "task.train_size=400", "task.val_size=4
         "trainer.enable_progress_bar=false", "hardware.torch_threads=1"]
 
 
+def offline_env(tmp_path) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "KDX_CACHE_DIR": str(tmp_path / "cache"),
+            "OMP_NUM_THREADS": "1"}
+
+
 def launch(sweep, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "KDX_CACHE_DIR": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "kdx", "-m", *GRID, f"hydra.sweep.dir={sweep}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=offline_env(tmp_path),
                             start_new_session=True)
 
 
@@ -93,10 +96,8 @@ def test_status_expects_every_grid_launched_into_the_folder(tmp_path):
     overrides = ["method=finetune", "task.train_size=64", "task.val_size=32", "trainer.max_epochs=1",
                  "trainer.enable_progress_bar=false", "hardware.torch_threads=1"]
     record_launch(sweep, [*overrides, "seed=1,2"])       # an earlier launch that never got to train
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "KDX_CACHE_DIR": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "kdx", "-m", *overrides, "seed=0", f"hydra.sweep.dir={sweep}"],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=offline_env(tmp_path), timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert launched_grids(sweep) == [[*overrides, "seed=1,2"], [*overrides, "seed=0"]]
     record_launch(sweep, [*overrides, "seed=0"])         # relaunching a command adds nothing
