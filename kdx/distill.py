@@ -43,6 +43,7 @@ class DistillationModule(L.LightningModule):
         self.spec = spec
         self.optim_cfg = optim_cfg
         self.phase = phase
+        self.span: tuple[int, int] | None = None   # (max_epochs, total_steps) of the running fit
         # Kept out of the module tree: not saved in checkpoints, not moved/wrapped by strategies.
         self.__dict__["teacher"] = freeze(teacher) if teacher is not None else None
         # kdx.cache.TeacherOutputs: the teacher's logits on the training split, read by example id
@@ -81,13 +82,17 @@ class DistillationModule(L.LightningModule):
     on_validation_start = on_fit_start
 
     # ---- training -------------------------------------------------------------------------
+    def on_train_start(self):
+        self.span = None   # the phase's length, worked out again for each fit
+
     def progress(self) -> Progress:
-        trainer = self.trainer
-        total = int(trainer.estimated_stepping_batches)
-        steps_per_epoch = trainer.num_training_batches / trainer.accumulate_grad_batches
-        return Progress(epoch=self.current_epoch, step=self.global_step,
-                        max_epochs=epochs_that_run(trainer.max_epochs, steps_per_epoch, total),
-                        total_steps=total, phase=self.phase)
+        if self.span is None:   # fixed within a fit; Lightning recomputes its estimate on every read
+            trainer = self.trainer
+            total = int(trainer.estimated_stepping_batches)
+            steps_per_epoch = trainer.num_training_batches / trainer.accumulate_grad_batches
+            self.span = (epochs_that_run(trainer.max_epochs, steps_per_epoch, total), total)
+        return Progress(epoch=self.current_epoch, step=self.global_step, max_epochs=self.span[0],
+                        total_steps=self.span[1], phase=self.phase)
 
     def make_step(self, batch) -> TrainStep:
         return TrainStep(batch=batch, labels=batch["labels"], family=self.spec.family,

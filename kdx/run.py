@@ -157,7 +157,12 @@ def run_trial(cfg: DictConfig, out_dir: Path, key: str, resolved: dict, loggers:
     vocab_size = len(tokenizer) if tokenizer is not None else None
     datamodule = task.datamodule(tokenizer, cfg.data)
 
-    def datamodule_with_batch(batch_size: int):
+    def datamodule_with_batch(batch_size: int, task_overrides: dict | None = None):
+        """The task's data in batches of batch_size; task_overrides (the teacher's own slice of the
+        training rows) build it from a task config changed by them."""
+        if task_overrides:
+            changed = instantiate_component(OmegaConf.merge(cfg.task, task_overrides), "task")
+            return changed.datamodule(tokenizer, OmegaConf.merge(cfg.data, {"batch_size": batch_size}))
         if batch_size == cfg.data.batch_size:
             return datamodule  # already encoded: do not tokenize the task twice
         return task.datamodule(tokenizer, OmegaConf.merge(cfg.data, {"batch_size": batch_size}))

@@ -42,7 +42,7 @@ SETTINGS = {
                 "cache_trajectory": Literal["auto", "always", "never"]},
     "checkpoint": {"save_last": bool, "every_n_epochs": Count},
     "teacher_training": {"max_epochs": Count, "max_steps": Limit | None, "lr": Positive, "batch_size": Count,
-                         "trajectory_every_n_steps": Count | None},
+                         "trajectory_every_n_steps": Count | None, "max_train_examples": Count | None},
     # One trial runs once (kdx/lock.py): what a second launch does while the first holds the trial.
     "lock": {"on_busy": LockMode, "poll_s": Positive, "heartbeat_s": Positive, "stale_after_s": Positive},
     "hardware": {"name": str, "torch_threads": Count | None},

@@ -39,6 +39,7 @@ from kdx.models.student import build, build_student
 from kdx.models.weights import load_state
 from kdx.results import write_json_atomic
 from kdx.tasks.base import TaskSpec
+from kdx.trial import drop_default_teacher_slice
 from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process, validate_before_max_steps
 
 TEACHER_FILE = "teacher.pt"
@@ -64,7 +65,7 @@ class Provided:
 # ---- what a method learns from ------------------------------------------------------------------
 def provide(method: Method, cfg: DictConfig, spec: TaskSpec, vocab_size: int | None, make_datamodule) -> Provided:
     """The source `method.learns_from` names, fine-tuned or distilled into the store when needed.
-    `make_datamodule(batch_size)` builds the task's data for that training."""
+    `make_datamodule(batch_size, task_overrides)` builds the task's data for that training."""
     kind = method.learns_from
     if kind not in LEARNS_FROM:
         raise KdxError(f"method={method.name} learns from {kind!r}", f"a method learns from one of {list(LEARNS_FROM)}")
@@ -89,12 +90,27 @@ def store_key(cfg: DictConfig) -> str:
     task.pop("data_dir", None)
     teacher = OmegaConf.to_container(cfg.model.teacher, resolve=True)
     teacher.pop("checkpoint", None)
+    training = {"task": task, "teacher_training": OmegaConf.to_container(cfg.teacher_training, resolve=True)}
+    drop_default_teacher_slice(training)
     return digest({
         "teacher": teacher, "tokenizer": OmegaConf.to_container(cfg.model.tokenizer, resolve=True)
         if cfg.model.get("tokenizer") is not None else None,  # image/vector tasks have none
-        "task": task, "seed": cfg.seed, "training": OmegaConf.to_container(cfg.teacher_training, resolve=True),
+        "task": task, "seed": cfg.seed, "training": training["teacher_training"],
         "max_length": cfg.data.max_length,
     })
+
+
+def teacher_task_overrides(cfg: DictConfig) -> dict:
+    """The task settings the teacher's fine-tuning data differs by from the trial's (its own slice,
+    `teacher_training.max_train_examples`); {} when it is fine-tuned on the trial's data."""
+    rows = cfg.teacher_training.get("max_train_examples")
+    if "max_train_examples" not in cfg.task:
+        if rows is not None:
+            raise KdxError(f"teacher_training.max_train_examples={rows}, but task={cfg.task.name} has no "
+                           "max_train_examples slice to set",
+                           "drop the override (this task's size is set by its own keys, e.g. task.train_size)")
+        return {}
+    return {} if rows == cfg.task.max_train_examples else {"max_train_examples": rows}
 
 
 def self_teacher_config(cfg: DictConfig) -> DictConfig:
@@ -117,6 +133,8 @@ def self_teacher_config(cfg: DictConfig) -> DictConfig:
         with open_dict(derived.teacher_training):
             derived.teacher_training.lr = cfg.optim.lr
             derived.teacher_training.max_epochs = cfg.trainer.max_epochs
+            if "max_train_examples" in derived.teacher_training:   # and on the student's data
+                derived.teacher_training.max_train_examples = cfg.task.get("max_train_examples")
     return derived
 
 
@@ -225,11 +243,12 @@ def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int | None
     optim = OmegaConf.merge(cfg.optim, {"lr": training.lr})
     module = DistillationModule(model, FineTune(), spec, optim)
     trajectory = TrajectoryCheckpoints(folder / "trajectory", training.get("trajectory_every_n_steps"))
-    metrics = fit_into_store(cfg, spec, module, make_datamodule(training.batch_size), folder, [trajectory],
+    datamodule = make_datamodule(training.batch_size, teacher_task_overrides(cfg))
+    metrics = fit_into_store(cfg, spec, module, datamodule, folder, [trajectory],
                              max_epochs=training.max_epochs, max_steps=training.max_steps)
     write_json_atomic(folder / INFO_FILE, {
         "key": store_key(cfg), "task": cfg.task.name, "seed": cfg.seed, "metrics": metrics,
-        "trajectory": trajectory.saved,
+        "trajectory": trajectory.saved, "train_examples": len(datamodule.train_dataloader().dataset),
         "teacher": OmegaConf.to_container(cfg.model.teacher, resolve=True),
     })
 

@@ -35,9 +35,28 @@ def monitor_mode(spec: TaskSpec) -> str:
     return "min" if spec.main_metric in LOWER_IS_BETTER else "max"
 
 
+class Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint with its state key formatted once: Lightning names the callback by it around
+    every hook call (a dozen a training step), and ModelCheckpoint formats it from its settings each
+    time. The key is ModelCheckpoint's own, so checkpoints written by either resume with the other."""
+
+    @property
+    def state_key(self) -> str:
+        if "_state_key" not in self.__dict__:
+            key = super().state_key
+            self.__dict__["_state_key"] = ModelCheckpoint.__qualname__ + key[len(type(self).__qualname__):]
+        return self.__dict__["_state_key"]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # kdx saves at validation ends only: without a step or time interval there is nothing to
+        # decide per batch (ModelCheckpoint reads a handful of trainer properties to find that out)
+        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
 def best_checkpoint_callback(spec: TaskSpec, dirpath: Path, every_n_epochs: int = 1) -> ModelCheckpoint:
     """Keeps the best checkpoint on the task's headline metric."""
-    return ModelCheckpoint(
+    return Checkpoint(
         dirpath=str(dirpath), filename="best-epoch{epoch:02d}-step{step}", auto_insert_metric_name=False,
         monitor=spec.main_metric_name, mode=monitor_mode(spec), save_top_k=1, every_n_epochs=every_n_epochs,
     )
@@ -47,7 +66,7 @@ def last_checkpoint_callback(dirpath: Path) -> ModelCheckpoint:
     """Keeps `last.ckpt`, rewritten at every validation (resume point). ModelCheckpoint's own
     `save_last` only rewrites it when the best checkpoint improves, which would resume a killed run
     from a stale epoch."""
-    return ModelCheckpoint(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1,
+    return Checkpoint(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
 
 

@@ -31,7 +31,16 @@ def result_config(cfg: DictConfig) -> dict:
     data.get("teacher", {}).pop("cache", None)
     data.get("teacher", {}).pop("cache_trajectory", None)   # on/off too, for Pro-KD's per-stage caches
     data.get("data", {}).pop("pin_memory", None)   # how batches reach the device (hardware=gpu)
+    drop_default_teacher_slice(data)
     return data
+
+
+def drop_default_teacher_slice(data: dict) -> None:
+    """`teacher_training.max_train_examples` equal to the task's own slice (its default) says nothing
+    the task does not, and stays out of keys (so the keys made before the setting existed still hold)."""
+    training, task = data.get("teacher_training") or {}, data.get("task") or {}
+    if "max_train_examples" in training and training["max_train_examples"] == task.get("max_train_examples"):
+        del training["max_train_examples"]
 
 
 def trial_key(cfg: DictConfig) -> str:

@@ -19,6 +19,7 @@ from kdx.__main__ import config_dir
 from kdx.errors import KdxError
 from kdx.metrics import build_metrics
 from kdx.tasks.glue import LAYOUTS, GlueTask, read_glue_tsv
+from tests.conftest import compose_trial
 
 REAL_GLUE = Path("/work/shared/data/glue")
 GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
@@ -303,3 +304,32 @@ def test_kd_trial_on_mnli_reports_matched_and_mismatched(tmp_path, run_kdx):
     assert results["status"] == "completed"
     assert {"val/acc", "val_mm/acc"} <= set(results["metrics"])
     assert results["main_metric"]["name"] == "val/acc"
+
+
+def test_teacher_fine_tuned_on_more_rows_than_its_student(tmp_path, run_kdx):
+    """teacher_training.max_train_examples=null: the store fine-tunes the teacher on every training
+    row, under a key of its own, while the student keeps task.max_train_examples; the default (the
+    task's own slice) leaves the trial key as it was before the setting existed."""
+    from kdx.trial import result_config
+
+    data = tmp_path / "SST-2"
+    write_glue(data, "sst2", n_train=40, n_dev=8)
+    common = ("method=kd", "task=glue/sst2", f"task.data_dir={data}", "model=tiny", "task.max_train_examples=10",
+              "trainer.max_steps=2", "model.teacher_epochs=1")
+    same = run_kdx(*common, tmp_path=tmp_path / "same", cache_dir=tmp_path / "cache")
+    every = run_kdx(*common, "teacher_training.max_train_examples=null", tmp_path=tmp_path / "every",
+                    cache_dir=tmp_path / "cache")
+    rows = {Path(r["teacher_source"]).name: json.loads((Path(r["teacher_source"]) / "info.json").read_text())
+            ["train_examples"] for r in (same, every)}
+    assert sorted(rows.values()) == [10, 40] and len(rows) == 2
+    assert same["trial_key"] != every["trial_key"]
+    assert "max_train_examples" not in result_config(compose_trial(list(common)))["teacher_training"]
+    assert result_config(compose_trial([*common, "teacher_training.max_train_examples=null"])
+                         )["teacher_training"]["max_train_examples"] is None
+
+
+def test_teacher_slice_on_a_task_without_one_is_refused(tmp_path, run_kdx):
+    with pytest.raises(KdxError) as err:
+        run_kdx("method=kd", "task=synthetic", "task.train_size=64", "teacher_training.max_train_examples=32",
+                "trainer.max_steps=1", tmp_path=tmp_path)
+    assert "has no max_train_examples slice" in str(err.value) and "task.train_size" in err.value.fix

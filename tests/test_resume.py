@@ -89,3 +89,24 @@ def test_resume_in_phase1_reproduces_uninterrupted_run(run_kdx, tmp_path, monkey
     assert resumed["steps"] == straight["steps"]
     for name, value in straight["metrics"].items():
         assert resumed["metrics"][name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_kdx_checkpoint_callbacks_keep_model_checkpoints_state_key(tmp_path):
+    """kdx's checkpoint callbacks format their state key once (Lightning reads it around every hook
+    call); it must stay ModelCheckpoint's own, or a last.ckpt written before would not give its
+    best-checkpoint state back on resume."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from kdx.tasks.base import TaskSpec
+    from kdx.training import best_checkpoint_callback, last_checkpoint_callback
+
+    spec = TaskSpec(name="t", num_labels=2, metrics=["acc"], main_metric="acc")
+    best = best_checkpoint_callback(spec, tmp_path, every_n_epochs=2)
+    same = ModelCheckpoint(dirpath=str(tmp_path), filename="best-epoch{epoch:02d}-step{step}",
+                           auto_insert_metric_name=False, monitor=spec.main_metric_name, mode="max",
+                           save_top_k=1, every_n_epochs=2)
+    assert best.state_key == same.state_key == best.state_key
+    last = last_checkpoint_callback(tmp_path)
+    assert last.state_key == ModelCheckpoint(dirpath=str(tmp_path), filename="last", monitor=None, save_top_k=1,
+                                             enable_version_counter=False).state_key
+    assert last.state_key != best.state_key

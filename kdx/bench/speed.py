@@ -6,11 +6,14 @@ the spread (min–max over the repeats):
 
 1. KD training throughput, kdx vs a minimal hand-written PyTorch loop doing the same work (same
    models and initial weights, same batches in the same order, same loss, AdamW, clipping and LR
-   schedule), on the tiny pair and on MiniLM (when installed). Goal ≥ 0.95.
+   schedule), on the tiny pair and on MiniLM (when installed). The two are interleaved step by
+   step in one window (after each kdx step, one loop step, timed on its own), so a machine whose
+   speed drifts by ±20 % over seconds slows both sides alike. Goal ≥ 0.95.
 2. KD with the teacher-output cache vs the live teacher, for a teacher ≥ 4× the student, beside
    its theoretical limit: a cache that cost nothing would remove exactly the teacher's forward
-   pass, so the limit is t_live / (t_live - t_teacher_forward), with kdx's live step time and the
-   teacher forward timed on the same batches. Goal: ≥ 90 % of the limit.
+   pass, so the limit is t_live / (t_live - t_teacher_forward), where the teacher forward is timed
+   inside the very kdx steps that t_live times (hooks on the teacher; CUDA events on a GPU, so
+   nothing waits). Goal: ≥ 90 % of the limit.
 3. Process start to first training step, a repeat trial of a sweep vs the first. Goal ≤ 0.25.
 4. Evaluation throughput (examples per second), kdx vs a plain `torch.no_grad` loop: each side
    evaluates a small and a large split, and the throughput is the extra examples over the extra
@@ -43,7 +46,7 @@ from kdx import training
 from kdx.__main__ import config_dir
 from kdx.cache import open_teacher_outputs
 from kdx.components import instantiate_component
-from kdx.distill import lr_multiplier
+from kdx.distill import lr_multiplier, parameter_groups
 from kdx.hardware import accelerator_device
 from kdx.loggers import TrialLoggers
 from kdx.losses import kd_objective
@@ -126,16 +129,58 @@ class StepClock(Callback):
         return (self.end - self.start) / self.steps
 
 
-def kdx_step_time(pair: Pair, warmup: int, steps: int, work: Path, teacher_outputs=None) -> float:
-    """Seconds per KD step of a real kdx fit (fit_phase: the trial's Trainer, callbacks, loggers)."""
+class TeacherClock:
+    """Time spent inside the teacher's forward during the StepClock's window, from hooks on the
+    teacher module. On a GPU each call records a pair of CUDA events (asynchronous: the live step is
+    not made to wait) and the elapsed times are read once the run is over."""
+
+    def __init__(self, teacher: torch.nn.Module, steps: StepClock):
+        self.steps, self.seconds, self.events, self.calls = steps, 0.0, [], 0
+        self.handles = [teacher.register_forward_pre_hook(self.before),
+                        teacher.register_forward_hook(self.after)]
+
+    def timing(self) -> bool:
+        return self.steps.start is not None and self.steps.end is None
+
+    def before(self, module, args):
+        if not self.timing():
+            return
+        if torch.cuda.is_available():
+            self.events.append([torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)])
+            self.events[-1][0].record()
+        self.began = time.perf_counter()
+
+    def after(self, module, args, output):
+        if not self.timing():
+            return
+        self.calls += 1
+        if torch.cuda.is_available():
+            self.events[-1][1].record()
+        else:
+            self.seconds += time.perf_counter() - self.began
+
+    def per_step(self) -> float:
+        for handle in self.handles:
+            handle.remove()
+        if self.events:
+            torch.cuda.synchronize()
+            self.seconds = sum(a.elapsed_time(b) for a, b in self.events) / 1e3
+        return self.seconds / self.steps.steps
+
+
+def kdx_step_time(pair: Pair, warmup: int, steps: int, work: Path, teacher_outputs=None,
+                  time_teacher: bool = False, callbacks=()):
+    """Seconds per KD step of a real kdx fit (fit_phase: the trial's Trainer, callbacks, loggers);
+    with time_teacher, also the seconds per step spent in the teacher's forward: (step, teacher)."""
     cfg = copy.deepcopy(pair.cfg)
     with open_dict(cfg.trainer):
         cfg.trainer.max_steps = warmup + steps
         cfg.trainer.limit_val_batches = 1     # the closing validation is outside the clock anyway
     clock = StepClock(warmup, steps)
-    make_trainer = training.make_trainer
+    teacher_clock = TeacherClock(pair.teacher, clock) if time_teacher else None
+    make_trainer, extra = training.make_trainer, list(callbacks)
     training.make_trainer = lambda trainer_cfg, callbacks=(), logger=False, **kw: make_trainer(
-        trainer_cfg, [*callbacks, clock], logger, **kw)
+        trainer_cfg, [*callbacks, *extra, clock], logger, **kw)
     try:
         out = Path(tempfile.mkdtemp(dir=work))
         loggers = TrialLoggers(cfg, out, "bench", {}, None)
@@ -143,7 +188,12 @@ def kdx_step_time(pair: Pair, warmup: int, steps: int, work: Path, teacher_outpu
                   Phase("train"), 0, out / "checkpoints", loggers.for_phase(None), teacher_outputs)
     finally:
         training.make_trainer = make_trainer
-    return clock.per_step()
+    if teacher_clock is None:
+        return clock.per_step()
+    teacher_s = teacher_clock.per_step()
+    if teacher_clock.calls != steps:
+        raise RuntimeError(f"the teacher ran {teacher_clock.calls} times in {steps} timed live steps")
+    return clock.per_step(), teacher_s
 
 
 # ---- the hand-written loop ---------------------------------------------------------------------------
@@ -152,57 +202,88 @@ def autocast(pair: Pair):
     return torch.autocast(pair.device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def hand_loop(pair: Pair, warmup: int, steps: int, teacher_logits=None) -> dict:
-    """Minimal PyTorch KD: returns seconds per step, and per teacher forward / per student step
-    (timed apart, with a synchronisation between them)."""
-    cfg, method = pair.cfg, pair.method()
-    student = pair.fresh_student().to(pair.device).train()
-    teacher = pair.teacher.to(pair.device)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    total = warmup + steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg.optim, total))
-    clip = cfg.trainer.get("gradient_clip_val")
-    loader = pair.datamodule.train_dataloader()
-    loader.sampler.set_epoch(0)
-    times = {"teacher": 0.0, "student": 0.0}
-    start = None
-    sync = torch.cuda.synchronize if pair.device.type == "cuda" else (lambda: None)
-    for step, batch in enumerate(loader):
-        if step == warmup:
-            sync()
-            start = time.perf_counter()
-            times = {"teacher": 0.0, "student": 0.0}
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class HandLoop:
+    """Minimal PyTorch KD, one step at a time: its own copy of the student (the same initial weights
+    as kdx's), the shared frozen teacher, its own pass over the training batches in the same order."""
+
+    def __init__(self, pair: Pair, total_steps: int):
+        cfg, self.pair, self.method = pair.cfg, pair, pair.method()
+        self.student = copy.deepcopy(pair.fresh_student()).to(pair.device).train()
+        # no weight decay on biases and norm weights, as kdx's optimizer (two parameter groups)
+        groups = parameter_groups(self.student, [], cfg.optim.weight_decay, cfg.optim.get("decay_bias_and_norm", False))
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(cfg.optim, total_steps))
+        self.clip = cfg.trainer.get("gradient_clip_val")
+        loader = pair.datamodule.train_dataloader()
+        loader.sampler.set_epoch(0)
+        self.batches = iter(loader)
+
+    def step(self) -> None:
+        pair = self.pair
+        batch = next(self.batches, None)
+        if batch is None:
+            raise RuntimeError("the bench's training split has too few batches: raise task.train_size")
         batch = {k: v.to(pair.device, non_blocking=True) for k, v in batch.items()}
         inputs = model_inputs(batch)
-        t0 = time.perf_counter()
-        if teacher_logits is None:
-            with torch.no_grad(), autocast(pair):
-                target = teacher(**inputs).logits
-        else:
-            target = teacher_logits(batch)
-        sync()
-        t1 = time.perf_counter()
+        with torch.no_grad(), autocast(pair):
+            target = pair.teacher(**inputs).logits
         with autocast(pair):
-            logits = student(**inputs).logits
+            logits = self.student(**inputs).logits
             loss = kd_objective(logits, target, batch["labels"], pair.spec.is_regression,
-                                method.alpha, method.temperature)["loss"]
-        optimizer.zero_grad()
+                                self.method.alpha, self.method.temperature)["loss"]
+        self.optimizer.zero_grad()
         loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), clip)
-        optimizer.step()
-        scheduler.step()
-        sync()
-        times["teacher"] += t1 - t0
-        times["student"] += time.perf_counter() - t1
-        if step + 1 == total:
-            break
-    else:
-        raise RuntimeError(f"the bench's training split has fewer than {total} batches: raise task.train_size")
-    elapsed = time.perf_counter() - start
-    student.cpu()
-    teacher.cpu()
-    return {"step": elapsed / steps, "teacher": times["teacher"] / steps, "student": times["student"] / steps}
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+
+
+class Interleaved(Callback):
+    """After each kdx step, one step of the hand-written loop; inside the window of optimizer steps
+    [warmup, warmup + steps) the loop's steps are timed on their own (the device synchronised
+    around each), and kdx's time is the window less the loop's."""
+
+    def __init__(self, loop: HandLoop, warmup: int, steps: int):
+        self.loop, self.warmup, self.steps = loop, warmup, steps
+        self.start = self.end = None
+        self.loop_s = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.warmup and self.start is None:
+            synchronize(self.loop.pair.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.end is not None:
+            return
+        if self.start is None:      # warm-up: the loop warms up as kdx does, untimed
+            self.loop.step()
+            return
+        synchronize(self.loop.pair.device)
+        began = time.perf_counter()
+        self.loop.step()
+        synchronize(self.loop.pair.device)
+        self.loop_s += time.perf_counter() - began
+        if trainer.global_step == self.warmup + self.steps:
+            self.end = time.perf_counter()
+
+    def per_step(self) -> dict:
+        return {"kdx": (self.end - self.start - self.loop_s) / self.steps, "loop": self.loop_s / self.steps}
+
+
+def kdx_and_loop_step_times(pair: Pair, warmup: int, steps: int, work: Path) -> dict:
+    """Seconds per KD step of kdx's fit and of the hand-written loop, interleaved step by step."""
+    loop = HandLoop(pair, warmup + steps)
+    interleaved = Interleaved(loop, warmup, steps)
+    kdx_step_time(pair, warmup, steps, work, callbacks=[interleaved])
+    loop.student.cpu()
+    return interleaved.per_step()
 
 
 # ---- evaluation --------------------------------------------------------------------------------------
@@ -318,11 +399,7 @@ def main() -> None:
             steps, warmup = (args.steps, 3) if name == "tiny" else (args.minilm_steps, 2)
             ratios, times = [], []
             for r in range(args.repeats):
-                sides = ("kdx", "loop") if r % 2 == 0 else ("loop", "kdx")
-                got = {}
-                for side in sides:
-                    got[side] = kdx_step_time(pair, warmup, steps, work) if side == "kdx" \
-                        else hand_loop(pair, warmup, steps)["step"]
+                got = kdx_and_loop_step_times(pair, warmup, steps, work)
                 ratios.append(got["loop"] / got["kdx"])
                 times.append(got)
                 print(f"[bench] {name} KD step: kdx {got['kdx'] * 1e3:.1f} ms, loop {got['loop'] * 1e3:.1f} ms")
@@ -343,16 +420,18 @@ def main() -> None:
         for r in range(args.repeats):
             got = {}   # the two kdx sides alternate which goes first, like every other pair here
             for side in (("live", "cached") if r % 2 == 0 else ("cached", "live")):
-                got[side] = kdx_step_time(pair, 3, args.steps, work, outputs if side == "cached" else None)
-            live, cached = got["live"], got["cached"]
-            parts = hand_loop(pair, 3, args.steps)
-            limit = live / (live - parts["teacher"])   # the live step without its teacher forward
+                if side == "live":
+                    got["live"], got["teacher"] = kdx_step_time(pair, 3, args.steps, work, time_teacher=True)
+                else:
+                    got["cached"] = kdx_step_time(pair, 3, args.steps, work, outputs)
+            live, cached, teacher = got["live"], got["cached"], got["teacher"]
+            limit = live / (live - teacher)   # the live step without its teacher forward
             ratios.append(live / cached)
             limits.append(limit)
             fractions.append((live / cached) / limit)
-            times.append({"live": live, "cached": cached, **parts})
-            print(f"[bench] cache: live {live * 1e3:.1f} ms, cached {cached * 1e3:.1f} ms per step; "
-                  f"limit {limit:.2f}x (teacher {parts['teacher'] * 1e3:.1f} ms, student {parts['student'] * 1e3:.1f} ms)")
+            times.append(got)
+            print(f"[bench] cache: live {live * 1e3:.1f} ms (teacher forward {teacher * 1e3:.1f} ms of it), "
+                  f"cached {cached * 1e3:.1f} ms per step; speedup {live / cached:.2f}x, limit {limit:.2f}x")
         rows.append(summarise("KD speedup with the teacher-output cache, as a fraction of its limit (tiny pair, "
                               f"teacher {params(pair.teacher) / params(pair.student):.0f}x the student's parameters)",
                               fractions, GOALS["cache"], True,
