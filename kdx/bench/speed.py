@@ -169,18 +169,19 @@ class TeacherClock:
 
 
 def kdx_step_time(pair: Pair, warmup: int, steps: int, work: Path, teacher_outputs=None,
-                  time_teacher: bool = False, callbacks=()):
+                  time_teacher: bool = False, clock: Callback | None = None):
     """Seconds per KD step of a real kdx fit (fit_phase: the trial's Trainer, callbacks, loggers);
-    with time_teacher, also the seconds per step spent in the teacher's forward: (step, teacher)."""
+    with time_teacher, also the seconds per step spent in the teacher's forward: (step, teacher).
+    `clock` replaces the StepClock (the one callback the bench adds to the trial's Trainer)."""
     cfg = copy.deepcopy(pair.cfg)
     with open_dict(cfg.trainer):
         cfg.trainer.max_steps = warmup + steps
         cfg.trainer.limit_val_batches = 1     # the closing validation is outside the clock anyway
-    clock = StepClock(warmup, steps)
+    clock = clock or StepClock(warmup, steps)
     teacher_clock = TeacherClock(pair.teacher, clock) if time_teacher else None
-    make_trainer, extra = training.make_trainer, list(callbacks)
+    make_trainer = training.make_trainer
     training.make_trainer = lambda trainer_cfg, callbacks=(), logger=False, **kw: make_trainer(
-        trainer_cfg, [*callbacks, *extra, clock], logger, **kw)
+        trainer_cfg, [*callbacks, clock], logger, **kw)
     try:
         out = Path(tempfile.mkdtemp(dir=work))
         loggers = TrialLoggers(cfg, out, "bench", {}, None)
@@ -281,7 +282,7 @@ def kdx_and_loop_step_times(pair: Pair, warmup: int, steps: int, work: Path) -> 
     """Seconds per KD step of kdx's fit and of the hand-written loop, interleaved step by step."""
     loop = HandLoop(pair, warmup + steps)
     interleaved = Interleaved(loop, warmup, steps)
-    kdx_step_time(pair, warmup, steps, work, callbacks=[interleaved])
+    kdx_step_time(pair, warmup, steps, work, clock=interleaved)
     loop.student.cpu()
     return interleaved.per_step()
 
