@@ -25,3 +25,13 @@ def test_self_kd_teacher_is_the_student_spec():
     cfg.model.student.truncate_from = "finetuned"   # would need the fine-tuned teacher first
     with pytest.raises(KdxError, match="truncate_from=finetuned"):
         self_teacher_config(cfg)
+
+
+def test_self_kd_teacher_trains_on_the_students_rows_whatever_the_teachers_slice():
+    """teacher_training.max_train_examples gives a big teacher more rows; the self-KD teacher is
+    trained as the student is, on the task's own slice."""
+    cfg = OmegaConf.create({"model": {"teacher": {"_target_": "big"}, "student": {"_target_": "small"}},
+                            "task": {"max_train_examples": 100}, "optim": {"lr": 3e-4}, "trainer": {"max_epochs": 4},
+                            "teacher_training": {"lr": 5e-5, "max_epochs": 2, "max_train_examples": None}})
+    assert self_teacher_config(cfg).teacher_training.max_train_examples == 100
+    assert cfg.teacher_training.max_train_examples is None
