@@ -71,30 +71,33 @@ def test_the_benchmark_runs_and_reports_every_ratio_beside_its_goal(tmp_path):
     assert table.count("\n| ") == len(rows) + 1 and "| measurement | ratio (median) |" in table
 
 
-def test_the_cache_rows_teacher_clock_times_only_teacher_calls_inside_the_step_window():
+def test_the_cache_rows_teacher_clock_times_only_teacher_calls_inside_the_step_window(monkeypatch):
     """The cache row's limit takes the teacher forward from hooks inside the live kdx run: calls before
-    and after the StepClock's window are not counted, and the time is the teacher's own."""
-    import time
-
+    and after the StepClock's window are not counted, and the time is the teacher's own (a fake
+    clock that the teacher advances by 20 ms a call and the student's part by 10 ms)."""
     import torch
 
+    from kdx.bench import speed
     from kdx.bench.speed import StepClock, TeacherClock
+
+    now = [0.0]
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: now[0])
 
     class SlowTeacher(torch.nn.Module):
         def forward(self, x):
-            time.sleep(0.02)
+            now[0] += 0.02
             return x
 
     teacher, steps = SlowTeacher(), StepClock(warmup=1, steps=4)
-    clock = TeacherClock(teacher, steps)
+    clock = TeacherClock(teacher, steps, torch.device("cpu"))
     teacher(torch.zeros(1))                       # warm-up step: outside the window
-    steps.start = time.perf_counter()
+    steps.start = now[0]
     for _ in range(4):
         teacher(torch.zeros(1))
-        time.sleep(0.01)                          # the student's part of the step: not the teacher's
-    steps.end = time.perf_counter()
+        now[0] += 0.01                            # the student's part of the step: not the teacher's
+    steps.end = now[0]
     teacher(torch.zeros(1))                       # the closing validation: outside the window
     per_step = clock.per_step()
     assert clock.calls == 4
-    assert 0.02 <= per_step < 0.028               # 20 ms of sleep a call, not the 30 ms step
+    assert per_step == pytest.approx(0.02)        # the teacher's 20 ms a call, not the 30 ms step
     assert not teacher._forward_hooks and not teacher._forward_pre_hooks   # removed once read

@@ -134,8 +134,9 @@ class TeacherClock:
     teacher module. On a GPU each call records a pair of CUDA events (asynchronous: the live step is
     not made to wait) and the elapsed times are read once the run is over."""
 
-    def __init__(self, teacher: torch.nn.Module, steps: StepClock):
+    def __init__(self, teacher: torch.nn.Module, steps: StepClock, device: torch.device):
         self.steps, self.seconds, self.events, self.calls = steps, 0.0, [], 0
+        self.cuda = device.type == "cuda"   # the teacher's device, not merely a visible GPU
         self.handles = [teacher.register_forward_pre_hook(self.before),
                         teacher.register_forward_hook(self.after)]
 
@@ -145,7 +146,7 @@ class TeacherClock:
     def before(self, module, args):
         if not self.timing():
             return
-        if torch.cuda.is_available():
+        if self.cuda:
             self.events.append([torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)])
             self.events[-1][0].record()
         self.began = time.perf_counter()
@@ -154,7 +155,7 @@ class TeacherClock:
         if not self.timing():
             return
         self.calls += 1
-        if torch.cuda.is_available():
+        if self.cuda:
             self.events[-1][1].record()
         else:
             self.seconds += time.perf_counter() - self.began
@@ -178,7 +179,7 @@ def kdx_step_time(pair: Pair, warmup: int, steps: int, work: Path, teacher_outpu
         cfg.trainer.max_steps = warmup + steps
         cfg.trainer.limit_val_batches = 1     # the closing validation is outside the clock anyway
     clock = clock or StepClock(warmup, steps)
-    teacher_clock = TeacherClock(pair.teacher, clock) if time_teacher else None
+    teacher_clock = TeacherClock(pair.teacher, clock, pair.device) if time_teacher else None
     make_trainer = training.make_trainer
     training.make_trainer = lambda trainer_cfg, callbacks=(), logger=False, **kw: make_trainer(
         trainer_cfg, [*callbacks, clock], logger, **kw)
