@@ -25,10 +25,12 @@ from torchmetrics import MeanMetric
 
 from kdx import timing
 from kdx.errors import KdxError
+from kdx.interrupt import stop_if_requested
 from kdx.losses import task_loss
 from kdx.methods.base import STUDENT, Method, Progress, TrainStep
 from kdx.metrics import GroupedUpdates, build_metrics, predictions
 from kdx.models.outputs import ModelOutputs, enable_outputs, forward, freeze
+from kdx.resume import seed_epoch
 from kdx.tasks.base import TaskSpec, model_inputs
 from kdx.tasks.families import TOKEN_LEVEL
 
@@ -36,13 +38,16 @@ from kdx.tasks.families import TOKEN_LEVEL
 class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, method: Method, spec: TaskSpec, optim_cfg,
                  teacher: nn.Module | None = None, phase: int = 0, student_clip: float | None = None,
-                 teacher_outputs=None):
+                 teacher_outputs=None, seed: int | None = None):
         super().__init__()
         self.student = student
         self.method = method
         self.spec = spec
         self.optim_cfg = optim_cfg
         self.phase = phase
+        # The trial's seed: every training epoch reseeds the global RNGs from (seed, phase, epoch), so
+        # a resumed run draws what the uninterrupted one drew (kdx/resume.py). None: no reseeding.
+        self.seed = seed
         self.span: tuple[int, int] | None = None   # (max_epochs, total_steps) of the running fit
         # Kept out of the module tree: not saved in checkpoints, not moved/wrapped by strategies.
         self.__dict__["teacher"] = freeze(teacher) if teacher is not None else None
@@ -64,6 +69,15 @@ class DistillationModule(L.LightningModule):
         self.val_losses = nn.ModuleList([MeanMetric() for _ in spec.eval_splits])
         self.val_updates = [GroupedUpdates(loss, metrics if spec.metrics else None, spec.family not in TOKEN_LEVEL)
                             for loss, metrics in zip(self.val_losses, self.val_metrics)]
+
+    def __setattr__(self, name, value):
+        # Lightning names the running hook in `_current_fx_name` before and after every hook call
+        # (about thirty a training step); nn.Module's __setattr__ first checks whether the value is
+        # a parameter, module or buffer, ~4 µs a call (kdx/bench). A string is none of those.
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
 
     # ---- forward passes -------------------------------------------------------------------
     def student_forward(self, **inputs) -> ModelOutputs:
@@ -103,23 +117,31 @@ class DistillationModule(L.LightningModule):
                          else lambda: self.teacher_outputs.outputs(batch, self.device))
 
     def log_terms(self, terms: dict) -> None:
-        """A step's loss terms to the loggers as `train/<name>`, on the steps Lightning's own rule
-        (`log_every_n_steps`) writes; the others are dropped unlogged. They go through Lightning's logger
-        connector (the step and `epoch` keys its `self.log` path gives them) rather than `self.log`, which
-        costs ~1.5 ms a value (it moves its bookkeeping to the value's device on every call: kdx/bench)."""
-        connector = getattr(self._trainer, "_logger_connector", None)
+        """A step's loss terms to the loggers as `train/<name>`, with the step and `epoch` that Lightning's
+        `self.log` path gives them, on the steps Lightning's own rule (`log_every_n_steps`) writes; the
+        others are dropped unlogged. Straight to each logger: `self.log` costs ~1.5 ms a value (it moves
+        its bookkeeping to the value's device on every call), and Lightning's logger connector makes the
+        CSV logger rewrite its file at every call (kdx/bench); the CSV logger now writes every
+        `flush_logs_every_n_steps` (100) and when the fit ends, fails or is interrupted."""
+        trainer = self._trainer
+        connector = getattr(trainer, "_logger_connector", None)
         if connector is None or not connector.should_update_logs:
             return
         values = torch.stack([v.detach().float().mean() for v in terms.values()]).tolist()   # one device sync
         logged = {f"train/{name}": value for name, value in zip(terms, values)}
         self.bar_values = {"train/loss": logged["train/loss"]} if "train/loss" in logged else {}
-        connector.log_metrics(logged)
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in trainer.loggers:
+            logger.log_metrics({**logged, "epoch": self.current_epoch}, step)
 
     def check_finite(self, terms: dict, owner: str = "") -> None:
-        """The first NaN/inf loss term stops the trial (one device sync per step for all terms)."""
-        values = torch.stack([v.detach().float().sum() for v in terms.values()])
-        if bool(torch.isfinite(values).all()):
+        """The first NaN/inf loss stops the trial. Only the total is read each step (one value,
+        one device sync): a non-finite term makes the total non-finite too, whatever its weight
+        (0·inf and 0·nan are nan). Stacking every term cost ~1.5 % of a small model's step
+        (kdx/bench); the terms are read only to name the culprit."""
+        if math.isfinite(terms["loss"].item()):   # the loss is a scalar (it is backpropagated)
             return
+        values = [v.detach().float().sum() for v in terms.values()]
         bad = [(n, float(v)) for n, v in zip(terms, values) if not torch.isfinite(v)]
         name, value = next((b for b in bad if b[0] != "loss"), bad[0])   # the term the total came from
         raise KdxError(f"non-finite {owner}loss term train/{name} = {value} at step {self.global_step} "
@@ -127,8 +149,20 @@ class DistillationModule(L.LightningModule):
                        "check the method's and the optimizer's settings (a lower optim.lr, gradient clipping); "
                        "trainer.detect_anomaly=true finds the operation that first gives NaN")
 
+    # What a trial needs at epoch and batch boundaries lives in the module's own hooks, which
+    # Lightning calls anyway: as callbacks they cost a dispatch at every hook of every step.
+    def on_train_epoch_start(self):
+        if self.seed is not None:
+            seed_epoch(self.seed, self.phase, self.current_epoch)
+
     def on_train_batch_start(self, batch, batch_idx):
         timing.mark_first_step()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        stop_if_requested()   # a signal stops the trial at a batch boundary (kdx/interrupt.py)
+
+    def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+        stop_if_requested()
 
     def training_step(self, batch, batch_idx):
         step = self.make_step(batch)

@@ -1,7 +1,7 @@
 """Stopping a trial on SIGTERM / SIGINT / SIGUSR1 so that the next launch resumes it.
 
 While a trial runs, these signals only raise a flag. Training stops at the end of the current
-batch (`StopOnSignal`, in every Trainer kdx builds) by raising `TrialInterrupted`; the trial is
+batch (`DistillationModule`'s batch-end hooks call `stop_if_requested`) by raising `TrialInterrupted`; the trial is
 recorded `interrupted` and exits with 128 + the signal's number. SIGUSR1 is the signal SLURM
 sends ahead of a time limit with `#SBATCH --signal=USR1@120` (Lightning's convention too).
 
@@ -16,7 +16,6 @@ import signal
 import threading
 from contextlib import contextmanager
 
-from lightning.pytorch.callbacks import Callback
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 _received: list[int] = []
@@ -63,12 +62,3 @@ def signals_stop_the_trial():
             signal.signal(s, handler)
         _received.clear()
 
-
-class StopOnSignal(Callback):
-    """Ends training at a batch boundary once a signal came."""
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        stop_if_requested()
-
-    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
-        stop_if_requested()

@@ -12,20 +12,15 @@ import random
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 
 
 def epoch_seed(seed: int, phase: int, epoch: int) -> int:
     return (seed * 1_000_003 + phase * 10_007 + epoch) % 2**32
 
 
-class EpochSeed(Callback):
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def on_train_epoch_start(self, trainer, module):
-        phase = getattr(module, "phase", 0)
-        seed = epoch_seed(self.seed, phase, trainer.current_epoch)
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)  # also seeds every CUDA device
+def seed_epoch(seed: int, phase: int, epoch: int) -> None:
+    """Seeds the global RNGs for one training epoch (DistillationModule.on_train_epoch_start)."""
+    value = epoch_seed(seed, phase, epoch)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)  # also seeds every CUDA device

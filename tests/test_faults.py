@@ -197,6 +197,24 @@ def test_non_finite_loss_fails_the_trial_naming_step_and_term(run_kdx, tmp_path,
     assert on_disk["status"] == "failed" and on_disk["error"] == message
 
 
+def test_a_non_finite_term_stops_the_trial_through_the_total_even_at_weight_zero():
+    """Only the total is read each step; a nan or inf term reaches it whatever its weight (0·nan and
+    0·inf are nan), and the error names the term, not the total."""
+    import torch
+
+    from kdx.distill import DistillationModule
+    from kdx.tasks.base import TaskSpec
+
+    module = DistillationModule(torch.nn.Linear(2, 2), FineTune(), TaskSpec(name="t", num_labels=2, metrics=["acc"], main_metric="acc"),
+                                optim_cfg=None)
+    ce = torch.tensor(0.7, requires_grad=True)
+    module.check_finite({"loss": ce * 1.0, "ce": ce})   # finite: nothing happens
+    for bad in (float("nan"), float("inf")):
+        kd = torch.tensor(bad)
+        with pytest.raises(KdxError, match=f"train/kd = {bad} at step 0"):
+            module.check_finite({"loss": 1.0 * ce + 0.0 * kd, "ce": ce, "kd": kd})
+
+
 # ---- one trial runs once ------------------------------------------------------------------------------
 HOLDER = """
 import sys, time

