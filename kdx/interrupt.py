@@ -1,9 +1,10 @@
 """Stopping a trial on SIGTERM / SIGINT / SIGUSR1 so that the next launch resumes it.
 
 While a trial runs, these signals only raise a flag. Training stops at the end of the current
-batch (`DistillationModule`'s batch-end hooks call `stop_if_requested`) by raising `TrialInterrupted`; the trial is
-recorded `interrupted` and exits with 128 + the signal's number. SIGUSR1 is the signal SLURM
-sends ahead of a time limit with `#SBATCH --signal=USR1@120` (Lightning's convention too).
+batch (`DistillationModule`'s batch-end hooks call `stop_if_requested`) by raising
+`TrialInterrupted`; the trial is recorded `interrupted` and exits with 128 + the signal's number.
+SIGUSR1 is the signal SLURM sends ahead of a time limit with `#SBATCH --signal=USR1@120`
+(Lightning's convention too).
 
 What a resumed run continues from is the phase's newest validation checkpoint (`last.ckpt`,
 rewritten at every validation): a resume from there replays the uninterrupted run exactly (see
@@ -15,7 +16,6 @@ the last validation; `trainer.val_check_interval` shortens that interval for lon
 import signal
 import threading
 from contextlib import contextmanager
-
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 _received: list[int] = []

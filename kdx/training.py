@@ -95,9 +95,9 @@ class ThrottledProgressBar(RichProgressBar):
 
 class NoProfiler(PassThroughProfiler):
     """Profiles nothing, for free. Lightning's default profiler also profiles nothing, but builds a
-    fresh generator-based context for every hook of every callback (about 2.5 µs each, fifty a
-    training step: half a percent of a small model's step, kdx/bench); this one hands back one
-    shared no-op context. A `trainer.profiler` setting (simple, advanced, pytorch) replaces it."""
+    fresh generator-based context for every hook of every callback and of the module (about 2.5 µs
+    each, some fifty a training step: kdx/bench); this one hands back one shared no-op context.
+    A `trainer.profiler` setting (simple, advanced, pytorch) replaces it."""
 
     _nothing = contextlib.nullcontext()
 
