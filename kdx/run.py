@@ -49,6 +49,8 @@ def quiet_lightning() -> None:
     """Lightning's INFO lines (GPU available, tips, ...) drown the progress bar and the summary."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # ... but a profiler the user asked for (`+trainer.profiler=simple|advanced|pytorch`) reports
+    logging.getLogger("lightning.pytorch.profilers").setLevel(logging.INFO)
     # Lightning 2.6's own use of a torch API deprecated in torch 2.13: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # On a SLURM login node a local trial is intended: Lightning's advice to prepend `srun` is noise

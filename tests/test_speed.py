@@ -49,6 +49,16 @@ def test_trainers_profile_nothing_for_free_unless_a_profiler_is_set():
     assert isinstance(chosen.profiler, SimpleProfiler)                # trainer.profiler=simple still profiles
 
 
+def test_a_chosen_profilers_report_is_not_silenced_with_lightnings_info_lines():
+    import logging
+
+    from kdx.run import quiet_lightning
+
+    quiet_lightning()
+    assert logging.getLogger("lightning.pytorch.profilers.profiler").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("lightning.pytorch.utilities.rank_zero").isEnabledFor(logging.INFO)
+
+
 def test_the_modules_hook_name_shortcut_keeps_nn_module_semantics():
     """DistillationModule stores Lightning's running-hook name directly (it is set around every hook
     call); every other attribute still goes through nn.Module (submodules and parameters register)."""
