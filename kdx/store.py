@@ -17,6 +17,8 @@ an untrained copy of the pair's teacher that the method trains itself.
 
 import copy
 import json
+import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -235,6 +237,39 @@ def fit_into_store(cfg: DictConfig, spec: TaskSpec, module, datamodule, folder: 
     return metrics
 
 
+def trajectory_saves(training: DictConfig, batches_per_epoch: int) -> int:
+    """How many weight files the teacher's trajectory keeps: one at each epoch end and one every
+    `trajectory_every_n_steps` optimizer steps, a step that is both kept once."""
+    steps = batches_per_epoch * int(training.max_epochs)
+    if training.get("max_steps") is not None and int(training.max_steps) > 0:
+        steps = min(steps, int(training.max_steps))
+    epoch_ends = {min(epoch * batches_per_epoch, steps) for epoch in range(1, math.ceil(steps / batches_per_epoch) + 1)}
+    every = training.get("trajectory_every_n_steps")
+    return len(epoch_ends | (set(range(int(every), steps + 1, int(every))) if every else set()))
+
+
+def readable_size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def require_free_space(folder: Path, model: nn.Module, training: DictConfig, datamodule) -> None:
+    """Refuses to start a teacher's fine-tuning that cannot fit on the disk, before any training:
+    the trajectory's weight files and teacher.pt, plus two Lightning checkpoints (weights and the
+    two Adam moments each) while the best one is replaced."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    datamodule.setup("fit")
+    saves = trajectory_saves(training, len(datamodule.train_dataloader()))
+    needed = weights * (saves + 1 + 2 * 3)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise KdxError(f"fine-tuning this teacher into the store needs about {readable_size(needed)} ({saves} "
+                       f"trajectory files of {readable_size(weights)}, teacher.pt and two training checkpoints), "
+                       f"but only {readable_size(free)} are free under {existing}",
+                       "free some space, keep fewer trajectory files (a larger or null "
+                       "teacher_training.trajectory_every_n_steps), or put the store elsewhere (paths.cache_dir=...)")
+
+
 def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int | None, make_datamodule, folder: Path):
     print(f"[kdx] fine-tuning the teacher once into the teacher store: {folder}")
     training = cfg.teacher_training
@@ -244,6 +279,7 @@ def fine_tune_into_store(cfg: DictConfig, spec: TaskSpec, vocab_size: int | None
     module = DistillationModule(model, FineTune(), spec, optim)
     trajectory = TrajectoryCheckpoints(folder / "trajectory", training.get("trajectory_every_n_steps"))
     datamodule = make_datamodule(training.batch_size, teacher_task_overrides(cfg))
+    require_free_space(folder, model, training, datamodule)
     metrics = fit_into_store(cfg, spec, module, datamodule, folder, [trajectory],
                              max_epochs=training.max_epochs, max_steps=training.max_steps)
     write_json_atomic(folder / INFO_FILE, {

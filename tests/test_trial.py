@@ -72,6 +72,36 @@ def test_teacher_is_fine_tuned_once_and_reused(run_kdx, tmp_path, shared_cache, 
     assert list((shared_cache / "teachers").glob("synthetic-*/info.json")) == stores
 
 
+def test_trajectory_saves_counts_epochs_and_every_n_steps_once():
+    from omegaconf import OmegaConf
+
+    from kdx.store import trajectory_saves
+
+    def saves(**training):
+        return trajectory_saves(OmegaConf.create({"max_epochs": 3, "max_steps": -1, **training}), 63)
+
+    assert saves() == 3                                     # one per epoch
+    assert saves(trajectory_every_n_steps=25) == 3 + 7      # 189 steps: 25, 50, ..., 175
+    assert saves(trajectory_every_n_steps=21) == 9          # 21, 42, ..., 189: epoch ends 63, 126, 189 among them
+    assert saves(max_steps=70, trajectory_every_n_steps=25) == 2 + 2   # capped inside epoch 2: ends 63, 70
+    assert saves(max_steps=None) == 3
+
+
+def test_a_teacher_that_cannot_fit_on_the_disk_is_refused_before_training(run_kdx, tmp_path, monkeypatch):
+    """The store estimates what a teacher's fine-tuning writes (trajectory, teacher.pt, two training
+    checkpoints) and refuses up front, naming the sizes and the fixes, rather than failing mid-way."""
+    import shutil
+
+    import kdx.store
+
+    free = shutil.disk_usage(tmp_path)._replace(free=10_000)
+    monkeypatch.setattr(kdx.store.shutil, "disk_usage", lambda path: free)
+    with pytest.raises(KdxError, match=r"(?s)needs about .* MB \(4 trajectory files.*trajectory_every_n_steps") as caught:
+        run_kdx(*SMALL, "teacher_training.trajectory_every_n_steps=5", tmp_path=tmp_path)
+    assert "0.0 MB are free" in str(caught.value)
+    assert not list((tmp_path / "cache").glob("teachers/*/teacher.pt"))   # nothing was trained
+
+
 def test_fine_tuned_teacher_checkpoint_given_directly(run_kdx, tmp_path, shared_cache):
     run_kdx(*SMALL, tmp_path=tmp_path / "a", cache_dir=shared_cache)
     teacher_pt = next((shared_cache / "teachers").glob("synthetic-*/teacher.pt"))
