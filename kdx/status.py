@@ -56,6 +56,19 @@ def last_activity(trial_dir: Path) -> float:
     return max((p.stat().st_mtime for p in trial_dir.rglob("*")), default=trial_dir.stat().st_mtime)
 
 
+def trial_folders(folder: Path, planned: dict) -> list[Path]:
+    """The trial folders under a sweep folder: subfolders with a trial's results.json or .hydra, or
+    named by a planned trial key; a folder that is neither is searched further down (a script that
+    gives each trial its own `hydra.run.dir=<sweep>/<task>/<method>/seed<N>` nests them)."""
+    found = []
+    for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (child / RESULTS_FILE).exists() or (child / ".hydra").exists() or child.name in planned:
+            found.append(child)
+        else:
+            found.extend(trial_folders(child, planned))
+    return found
+
+
 def trial_states(folder: Path, stale_min: float = 30.0, now: float | None = None) -> list[TrialState]:
     """One state per trial of the sweep in `folder` (trial folders are named by their trial key)."""
     folder = Path(folder)
@@ -66,11 +79,10 @@ def trial_states(folder: Path, stale_min: float = 30.0, now: float | None = None
     names = {p.key: (p.task, p.method, p.seed) for p in planned} if planned is not None else {}
     states = []
     seen = set()
-    for trial_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for trial_dir in trial_folders(folder, names):
         results_file = trial_dir / RESULTS_FILE
-        if not results_file.exists() and not (trial_dir / ".hydra").exists() and trial_dir.name not in names:
-            continue  # not a trial folder
         seen.add(trial_dir.name)
+        label = trial_dir.relative_to(folder).as_posix()   # the key, or a nested trial's path
         task, method, seed = names.get(trial_dir.name, (None, None, None))
         if results_file.exists():
             try:
@@ -79,15 +91,15 @@ def trial_states(folder: Path, stale_min: float = 30.0, now: float | None = None
                 results = {"status": "failed", "error": f"unreadable {RESULTS_FILE}"}
             task, method, seed = results.get("task", task), results.get("method", method), results.get("seed", seed)
             if results.get("status") == "completed":
-                states.append(TrialState(trial_dir.name, task, method, "completed", results.get("train_time_s"),
-                                         seed=seed))
+                states.append(TrialState(label, task, method, "completed", results.get("train_time_s"), seed=seed))
             else:
                 error = (results.get("error") or "no error recorded").strip().splitlines()[0]
-                states.append(TrialState(trial_dir.name, task, method, "failed", error=error, seed=seed))
+                states.append(TrialState(label, task, method, "failed", error=error, seed=seed))
             continue
         task, method = task or job_value(trial_dir, "task", "name"), method or job_value(trial_dir, "method", "name")
+        seed = seed if seed is not None else job_value(trial_dir, "seed")
         active = now - last_activity(trial_dir) < stale_min * 60
-        states.append(TrialState(trial_dir.name, task or "?", method or "?", "running" if active else "interrupted",
+        states.append(TrialState(label, task or "?", method or "?", "running" if active else "interrupted",
                                  now - trial_dir.stat().st_ctime, seed=seed))
     for key, (task, method, seed) in names.items():
         if key not in seen:

@@ -141,3 +141,26 @@ def test_killed_multirun_relaunched_runs_each_trial_once(tmp_path, capsys):
     assert "already completed" in second_out and "resuming from" in second_out
     results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
     assert sorted(r["seed"] for r in results) == [0, 1, 2]
+
+
+def test_status_finds_trials_nested_by_a_script(tmp_path):
+    """A script that gives each trial its own hydra.run.dir (experiments/minilm_suite.sh:
+    <out>/<task>/<method>/seed<N>) nests the trial folders; status finds them at any depth."""
+    def trial(path, results=None, config=None):
+        folder = tmp_path / path
+        (folder / ".hydra").mkdir(parents=True)
+        if config is not None:
+            (folder / ".hydra" / "config.yaml").write_text(json.dumps(config))
+        if results is not None:
+            (folder / "results.json").write_text(json.dumps(results))
+        (folder / "checkpoints").mkdir()   # a trial's own subfolders are not searched
+
+    trial("sst2/kd/seed0", {"status": "completed", "task": "glue/sst2", "method": "kd", "seed": 0, "train_time_s": 60})
+    trial("sst2/kd/seed1", {"status": "failed", "task": "glue/sst2", "method": "kd", "seed": 1, "error": "boom\nmore"})
+    trial("mrpc/kd/seed0", config={"task": {"name": "glue/mrpc"}, "method": {"name": "kd"}, "seed": 0})
+    (tmp_path / "notes").mkdir()   # a folder with no trial anywhere below
+    states = {s.key: s for s in trial_states(tmp_path, stale_min=30)}
+    assert set(states) == {"sst2/kd/seed0", "sst2/kd/seed1", "mrpc/kd/seed0"}
+    assert states["sst2/kd/seed0"].state == "completed" and states["sst2/kd/seed1"].error == "boom"
+    running = states["mrpc/kd/seed0"]
+    assert (running.state, running.task, running.method, running.seed) == ("running", "glue/mrpc", "kd", 0)
