@@ -42,7 +42,7 @@ from kdx.models.weights import load_state
 from kdx.results import write_json_atomic
 from kdx.tasks.base import TaskSpec
 from kdx.trial import drop_default_teacher_slice
-from kdx.training import best_checkpoint_callback, evaluate, make_trainer, single_process, validate_before_max_steps
+from kdx.training import checkpoint_callback, evaluate, make_trainer, single_process, validate_before_max_steps
 
 TEACHER_FILE = "teacher.pt"
 INFO_FILE = "info.json"
@@ -221,7 +221,7 @@ def fit_into_store(cfg: DictConfig, spec: TaskSpec, module, datamodule, folder: 
                    callbacks=(), **trainer_overrides) -> dict:
     """Fits `module` once, in a single process, keeps its best weights as `folder/teacher.pt` and
     returns their validation metrics (the teacher, the self-teacher and the assistant)."""
-    best = best_checkpoint_callback(spec, folder / "work")
+    best = checkpoint_callback(spec, folder / "work")
     trainer_cfg = single_process(cfg.trainer)
     trainer_cfg.update(trainer_overrides)
     # a run capped by max_steps inside its first epoch must still validate (best checkpoint)

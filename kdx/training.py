@@ -37,9 +37,14 @@ def monitor_mode(spec: TaskSpec) -> str:
 
 
 class Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint with its state key formatted once: Lightning names the callback by it around
-    every hook call (a dozen a training step), and ModelCheckpoint formats it from its settings each
-    time. The key is ModelCheckpoint's own, so checkpoints written by either resume with the other."""
+    """ModelCheckpoint keeping the best checkpoint and, with `save_last`, rewriting `last.ckpt` at
+    every save point (each validation): ModelCheckpoint's own `save_last` rewrites it only when the
+    best improves, which would resume a killed run from a stale epoch. One callback for both, since
+    Lightning dispatches every hook of every step to each callback.
+
+    Its state key is formatted once: Lightning names the callback by it around every hook call (a
+    dozen a training step), and ModelCheckpoint formats it from its settings each time. The key is
+    ModelCheckpoint's own, so checkpoints written by either resume with the other."""
 
     @property
     def state_key(self) -> str:
@@ -54,21 +59,30 @@ class Checkpoint(ModelCheckpoint):
         if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    def on_train_epoch_end(self, trainer, pl_module):
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self.save_last_if_not_saved(trainer)
 
-def best_checkpoint_callback(spec: TaskSpec, dirpath: Path, every_n_epochs: int = 1) -> ModelCheckpoint:
-    """Keeps the best checkpoint on the task's headline metric."""
+    def on_validation_end(self, trainer, pl_module):
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self.save_last_if_not_saved(trainer)
+
+    def save_last_if_not_saved(self, trainer) -> None:
+        # a new best was saved together with last.ckpt at this step (ModelCheckpoint then skips)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def checkpoint_callback(spec: TaskSpec, dirpath: Path, every_n_epochs: int = 1, save_last: bool = False) -> Checkpoint:
+    """Keeps the best checkpoint on the task's headline metric (`best-epochEE-stepS.ckpt`), and with
+    `save_last` the phase's resume point `last.ckpt`, rewritten at every validation."""
     return Checkpoint(
         dirpath=str(dirpath), filename="best-epoch{epoch:02d}-step{step}", auto_insert_metric_name=False,
         monitor=spec.main_metric_name, mode=monitor_mode(spec), save_top_k=1, every_n_epochs=every_n_epochs,
+        save_last=save_last, enable_version_counter=False,
     )
-
-
-def last_checkpoint_callback(dirpath: Path) -> ModelCheckpoint:
-    """Keeps `last.ckpt`, rewritten at every validation (resume point). ModelCheckpoint's own
-    `save_last` only rewrites it when the best checkpoint improves, which would resume a killed run
-    from a stale epoch."""
-    return Checkpoint(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1,
-                           enable_version_counter=False)
 
 
 class ThrottledProgressBar(RichProgressBar):
@@ -256,10 +270,8 @@ def fit_phase(cfg: DictConfig, method: Method, student: nn.Module, teacher: nn.M
     optim_cfg, student_clip = student_recipe(cfg, method)
     module = DistillationModule(student, method, spec, optim_cfg, teacher, phase=index, student_clip=student_clip,
                                 teacher_outputs=teacher_outputs, seed=cfg.seed)
-    checkpoint = best_checkpoint_callback(spec, ckpt_dir, cfg.checkpoint.every_n_epochs)
+    checkpoint = checkpoint_callback(spec, ckpt_dir, cfg.checkpoint.every_n_epochs, cfg.checkpoint.save_last)
     callbacks = [checkpoint]
-    if cfg.checkpoint.save_last:
-        callbacks.append(last_checkpoint_callback(ckpt_dir))
     overrides = {}
     if phase.max_epochs is not None:
         overrides["max_epochs"] = phase.max_epochs

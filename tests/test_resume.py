@@ -7,6 +7,7 @@ epoch (as a crash or preemption would), and the relaunch is the same command in 
 """
 
 import math
+from pathlib import Path
 
 import pytest
 from lightning.pytorch.callbacks import Callback
@@ -91,22 +92,41 @@ def test_resume_in_phase1_reproduces_uninterrupted_run(run_kdx, tmp_path, monkey
         assert resumed["metrics"][name] == pytest.approx(value, abs=1e-6), name
 
 
-def test_kdx_checkpoint_callbacks_keep_model_checkpoints_state_key(tmp_path):
-    """kdx's checkpoint callbacks format their state key once (Lightning reads it around every hook
+def test_kdx_checkpoint_callback_keeps_model_checkpoints_state_key(tmp_path):
+    """kdx's checkpoint callback formats its state key once (Lightning reads it around every hook
     call); it must stay ModelCheckpoint's own, or a last.ckpt written before would not give its
     best-checkpoint state back on resume."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from kdx.tasks.base import TaskSpec
-    from kdx.training import best_checkpoint_callback, last_checkpoint_callback
+    from kdx.training import checkpoint_callback
 
     spec = TaskSpec(name="t", num_labels=2, metrics=["acc"], main_metric="acc")
-    best = best_checkpoint_callback(spec, tmp_path, every_n_epochs=2)
+    kdx_own = checkpoint_callback(spec, tmp_path, every_n_epochs=2, save_last=True)
     same = ModelCheckpoint(dirpath=str(tmp_path), filename="best-epoch{epoch:02d}-step{step}",
                            auto_insert_metric_name=False, monitor=spec.main_metric_name, mode="max",
                            save_top_k=1, every_n_epochs=2)
-    assert best.state_key == same.state_key == best.state_key
-    last = last_checkpoint_callback(tmp_path)
-    assert last.state_key == ModelCheckpoint(dirpath=str(tmp_path), filename="last", monitor=None, save_top_k=1,
-                                             enable_version_counter=False).state_key
-    assert last.state_key != best.state_key
+    assert kdx_own.state_key == same.state_key == kdx_own.state_key
+
+
+def test_one_callback_rewrites_last_ckpt_at_every_validation_and_keeps_the_best(run_kdx, tmp_path, monkeypatch):
+    """last.ckpt is written after every epoch's validation, whether or not the best improved (a
+    killed run resumes from its latest epoch); best-*.ckpt only when the score improves."""
+    import torch
+
+    saves = []
+    original = kdx.training.Checkpoint._save_checkpoint
+
+    def record(self, trainer, filepath):
+        original(self, trainer, filepath)
+        saves.append((trainer.current_epoch, Path(filepath).name, float(self.best_model_score)))
+
+    monkeypatch.setattr(kdx.training.Checkpoint, "_save_checkpoint", record)
+    run_kdx("method=finetune", "task.train_size=96", "task.val_size=32", "trainer.max_epochs=4", tmp_path=tmp_path)
+    assert [epoch for epoch, name, _ in saves if name == "last.ckpt"] == [0, 1, 2, 3]
+    best_epochs = [(epoch, score) for epoch, name, score in saves if name.startswith("best-")]
+    assert len(best_epochs) < 4    # some epochs did not improve (this run's score stays at its first)
+    assert best_epochs[0][0] == 0 and all(b[1] > a[1] for a, b in zip(best_epochs, best_epochs[1:]))
+    folder = tmp_path / "run" / "checkpoints"
+    assert torch.load(folder / "last.ckpt", weights_only=False)["epoch"] == 3
+    assert len(list(folder.glob("best-*.ckpt"))) == 1
