@@ -237,12 +237,15 @@ def fit_into_store(cfg: DictConfig, spec: TaskSpec, module, datamodule, folder: 
     return metrics
 
 
-def trajectory_saves(training: DictConfig, batches_per_epoch: int) -> int:
+def trajectory_saves(training: DictConfig, batches_per_epoch: int) -> int | None:
     """How many weight files the teacher's trajectory keeps: one at each epoch end and one every
-    `trajectory_every_n_steps` optimizer steps, a step that is both kept once."""
-    steps = batches_per_epoch * int(training.max_epochs)
-    if training.get("max_steps") is not None and int(training.max_steps) > 0:
-        steps = min(steps, int(training.max_steps))
+    `trajectory_every_n_steps` optimizer steps, a step that is both kept once (None: unbounded)."""
+    batches_per_epoch = max(1, batches_per_epoch)
+    bounds = [batches_per_epoch * int(training.max_epochs)] if (training.get("max_epochs") or -1) > 0 else []
+    bounds += [int(training.max_steps)] if (training.get("max_steps") or -1) > 0 else []
+    if not bounds:
+        return None
+    steps = min(bounds)
     epoch_ends = {min(epoch * batches_per_epoch, steps) for epoch in range(1, math.ceil(steps / batches_per_epoch) + 1)}
     every = training.get("trajectory_every_n_steps")
     return len(epoch_ends | (set(range(int(every), steps + 1, int(every))) if every else set()))
@@ -259,6 +262,8 @@ def require_free_space(folder: Path, model: nn.Module, training: DictConfig, dat
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     datamodule.setup("fit")
     saves = trajectory_saves(training, len(datamodule.train_dataloader()))
+    if saves is None:   # no epoch or step bound: Lightning refuses that fit itself
+        return
     needed = weights * (saves + 1 + 2 * 3)
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     free = shutil.disk_usage(existing).free

@@ -85,6 +85,7 @@ def test_trajectory_saves_counts_epochs_and_every_n_steps_once():
     assert saves(trajectory_every_n_steps=21) == 9          # 21, 42, ..., 189: epoch ends 63, 126, 189 among them
     assert saves(max_steps=70, trajectory_every_n_steps=25) == 2 + 2   # capped inside epoch 2: ends 63, 70
     assert saves(max_steps=None) == 3
+    assert saves(max_epochs=-1, max_steps=100, trajectory_every_n_steps=50) == 2 + 1   # 63, 100; 50, 100
 
 
 def test_a_teacher_that_cannot_fit_on_the_disk_is_refused_before_training(run_kdx, tmp_path, monkeypatch):
