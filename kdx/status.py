@@ -70,7 +70,8 @@ def trial_folders(folder: Path, planned: dict) -> list[Path]:
 
 
 def trial_states(folder: Path, stale_min: float = 30.0, now: float | None = None) -> list[TrialState]:
-    """One state per trial of the sweep in `folder` (trial folders are named by their trial key)."""
+    """One state per trial of the sweep in `folder`: its trial folders (`trial_folders`: named by their
+    trial key in a multirun, or nested by a script), and the planned trials that have none yet."""
     folder = Path(folder)
     if not folder.is_dir():
         raise KdxError(f"no such folder: {folder}", "pass a sweep folder (hydra.sweep.dir)")
